@@ -1,0 +1,123 @@
+"""The ``medm2g`` command line.
+
+Every :class:`~medm2g.core.errors.MedM2GError` becomes one line on stderr and exit
+status 1; argument mistakes exit 2 (argparse's convention). A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from medm2g.core.errors import GraphError, MedM2GError
+
+logger = logging.getLogger("medm2g")
+
+
+def shipped_graphs_dir() -> Path:
+    """The folder of graphs installed with medm2g.
+
+    ``medm2g.graphs`` is a data-only namespace package; an editable install adds a
+    path-hook entry to its ``__path__`` that importlib.resources rejects, so take
+    the first real directory.
+    """
+    import medm2g.graphs
+
+    return next(Path(entry) for entry in medm2g.graphs.__path__ if Path(entry).is_dir())
+
+
+def resolve_graph_path(argument: str) -> Path:
+    """A path as given, or else the name of a graph shipped with medm2g (``medm2g.yaml``)."""
+    path = Path(argument)
+    if path.exists():
+        return path
+    bundled = shipped_graphs_dir()
+    for name in (path.name, f"{path.name}.yaml"):
+        if (bundled / name).is_file():
+            return bundled / name
+    shipped = sorted(p.name for p in bundled.glob("*.yaml"))
+    raise GraphError(f"{argument}: no such pair graph file (graphs shipped with medm2g: {', '.join(shipped)})")
+
+
+def _command_modalities(args: argparse.Namespace) -> int:
+    from medm2g.registry import load_modalities
+
+    registry = load_modalities()
+    if args.json:
+        import cattrs
+
+        records = [
+            {"name": m.name, "provided_by": str(m.source), "spec": cattrs.unstructure(m.spec)} for m in registry.values()
+        ]
+        print(json.dumps(records, indent=2))
+        return 0
+    for modality in registry.values():
+        spec = modality.spec
+        print(f"{spec.name}  ({spec.kind.value})  provided by {modality.source}")
+        print(f"    {spec.description}")
+        if spec.kind.is_imaging:
+            window = f"{spec.intensity.window[0]:g}..{spec.intensity.window[1]:g}"
+            scale = "per-sample percentiles" if spec.intensity.per_sample else spec.intensity.unit
+            print(f"    grid {spec.channels}x{spec.image_size[0]}x{spec.image_size[1]} -> latent "
+                  f"{'x'.join(map(str, spec.latent_shape))}; intensity {window} ({scale}) -> [-1, 1]")
+        else:
+            print(f"    latent {'x'.join(map(str, spec.latent_shape))}")
+        print(f"    files: {', '.join(spec.file_suffixes)}")
+    return 0
+
+
+def _command_plan(args: argparse.Namespace) -> int:
+    from medm2g.core.graph_engine import build_plan
+    from medm2g.core.pair_graph import load_pair_graph
+    from medm2g.core.plan_report import format_plan, plan_to_dict
+    from medm2g.registry import load_modalities
+
+    registry = load_modalities()
+    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
+    imaging = {name for name in graph.modalities if registry[name].spec.kind.is_imaging}
+    plan = build_plan(graph, imaging=imaging)
+    if args.draw:
+        from medm2g.core.plan_drawing import draw_plan
+
+        written = draw_plan(plan, args.draw)
+        logger.info("plan picture written to %s", written)
+    print(json.dumps(plan_to_dict(plan), indent=2) if args.json else format_plan(plan))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medm2g", description="Unified medical multi-modal generation (MedM2G) with pluggable modalities."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    modalities = commands.add_parser("modalities", help="list installed modalities, their plugins and specs")
+    modalities.add_argument("--json", action="store_true", help="machine-readable output")
+    modalities.set_defaults(run=_command_modalities)
+
+    plan = commands.add_parser("plan", help="show the alignment star, training stages and rounds of a pair graph")
+    plan.add_argument("graph", help="a pair graph YAML file, or the name of one shipped with medm2g (medm2g.yaml)")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--draw", metavar="FILE.png", type=Path, help="also draw the star and the rounds to FILE.png")
+    plan.set_defaults(run=_command_plan)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except MedM2GError as error:
+        print(f"medm2g: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The image latent diffusion parts: a diffusers VAE and a diffusers conditional UNet.
+
+Both are thin wrappers that keep the diffusers model as an attribute, so a
+checkpoint of ``.autoencoder`` or ``.unet`` reloads with plain diffusers
+``from_pretrained``, while medm2g code sees one interface for every modality.
+"""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from torch import nn
+
+from medm2g.registry.specs import ModalitySpec
+
+
+@attrs.frozen
+class ImageVAEConfig:
+    """Width of the first level (doubling per level up to 4x), resnets per level."""
+
+    base_channels: int
+    layers_per_block: int = 1
+    norm_groups: int = 8
+
+
+@attrs.frozen
+class ImageUNetConfig:
+    """Channels per level (the level count is free of the grid), resnets per level, attention head width."""
+
+    block_channels: tuple[int, ...] = attrs.field(converter=tuple)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_groups: int = 8
+
+
+def _levels(spec: ModalitySpec) -> int:
+    """A VAE downsamples once between consecutive levels: factor 2^(levels-1)."""
+    return int(math.log2(spec.downsample_factor)) + 1
+
+
+class ImageVAE(nn.Module):
+    """``encode`` samples the posterior (B, *latent_shape); ``decode`` maps latents to images in [-1, 1]."""
+
+    def __init__(self, autoencoder: AutoencoderKL):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    @classmethod
+    def from_spec(cls, spec: ModalitySpec, config: ImageVAEConfig) -> "ImageVAE":
+        levels = _levels(spec)
+        channels = tuple(config.base_channels * min(2**level, 4) for level in range(levels))
+        return cls(
+            AutoencoderKL(
+                in_channels=spec.channels,
+                out_channels=spec.channels,
+                down_block_types=("DownEncoderBlock2D",) * levels,
+                up_block_types=("UpDecoderBlock2D",) * levels,
+                block_out_channels=channels,
+                layers_per_block=config.layers_per_block,
+                latent_channels=spec.latent_shape[0],
+                norm_num_groups=config.norm_groups,
+                sample_size=spec.image_size[0],
+            )
+        )
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.autoencoder.config.scaling_factor)
+
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        posterior = self.autoencoder.encode(images).latent_dist
+        return posterior.sample(generator=generator) * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents / self.scaling_factor).sample
+
+
+class ImageDenoiser(nn.Module):
+    """Predicts the noise in image latents, cross-attending to a context sequence."""
+
+    def __init__(self, unet: UNet2DConditionModel):
+        super().__init__()
+        self.unet = unet
+
+    @classmethod
+    def from_spec(cls, spec: ModalitySpec, config: ImageUNetConfig, context_dim: int) -> "ImageDenoiser":
+        levels = len(config.block_channels)
+        return cls(
+            UNet2DConditionModel(
+                sample_size=spec.latent_shape[1],
+                in_channels=spec.latent_shape[0],
+                out_channels=spec.latent_shape[0],
+                down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+                block_out_channels=config.block_channels,
+                layers_per_block=config.layers_per_block,
+                cross_attention_dim=context_dim,
+                attention_head_dim=config.attention_head_dim,
+                norm_num_groups=config.norm_groups,
+            )
+        )
+
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.unet(latents, timesteps, encoder_hidden_states=context).sample

@@ -1,0 +1,1 @@
+"""Computed tomography: volumes in Hounsfield units, modelled slice-wise."""

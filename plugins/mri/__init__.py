@@ -1,0 +1,1 @@
+"""Magnetic resonance imaging: volumes in arbitrary units, modelled slice-wise."""

@@ -1,0 +1,1 @@
+"""Radiology report text: the central modality of the paper's alignment star."""

@@ -1,0 +1,1 @@
+"""Projection radiography (chest X-ray, CR/DX)."""

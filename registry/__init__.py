@@ -1,0 +1,47 @@
+"""What a modality must supply: the hook specifications and the records they return.
+
+Plugin authors import everything they need from here::
+
+    from medm2g.registry import hookimpl, ModalitySpec, IntensityConvention
+
+``hookimpl`` is built once with the right project name: a marker built by hand
+with a different name would be silently ignored by pluggy.
+"""
+
+import pluggy
+
+from medm2g.registry.hookspecs import MODALITY_HOOKS, PROJECT_NAME
+from medm2g.registry.manager import (
+    ENTRY_POINT_GROUP,
+    Modality,
+    ModalityRegistry,
+    PluginSource,
+    load_modalities,
+    unknown_modality_message,
+)
+from medm2g.registry.specs import (
+    TEXT_LATENT_SHAPE,
+    IntensityConvention,
+    ModalityKind,
+    ModalitySpec,
+    ModelSize,
+)
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MODALITY_HOOKS",
+    "PROJECT_NAME",
+    "TEXT_LATENT_SHAPE",
+    "IntensityConvention",
+    "Modality",
+    "ModalityKind",
+    "ModalityRegistry",
+    "ModalitySpec",
+    "ModelSize",
+    "PluginSource",
+    "hookimpl",
+    "load_modalities",
+    "unknown_modality_message",
+]

@@ -1,0 +1,164 @@
+"""Hook specifications: what a modality plugin must (and may) supply.
+
+A modality plugin is one module or object registered under the ``medm2g``
+entry-point group. It implements :func:`medm2g_modality_spec` and the other
+*modality hooks* below; the plugin manager calls each of them on that plugin
+alone (never broadcast), so a plugin never checks which modality it is asked
+about. Mark implementations with :data:`medm2g.registry.hookimpl`.
+
+Every sample crosses these hooks in *model space*: imaging samples are float
+tensors (C, H, W) on the spec's ``image_size`` grid with intensities in [-1, 1]
+(a volume is a stack (D, C, H, W) of such slices); text samples are ``str``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+from medm2g.registry.specs import ModalitySpec, ModelSize
+
+if TYPE_CHECKING:  # torch is heavy; hook signatures only name its types.
+    import torch
+
+PROJECT_NAME = "medm2g"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+Augmentation = Callable[["torch.Tensor", "torch.Generator"], "torch.Tensor"]
+"""One random view of a batch (B, C, H, W) -> (B, C, H, W), drawn from the generator."""
+
+
+@hookspec(firstresult=True)
+def medm2g_modality_spec() -> ModalitySpec:
+    """Say which modality this plugin provides.
+
+    Called once when the plugin is loaded; the name must be unique across all
+    installed plugins. Required.
+
+    Example::
+
+        @hookimpl
+        def medm2g_modality_spec():
+            return ModalitySpec(name="pet", kind="volume", description="FDG PET",
+                                channels=1, image_size=(64, 64), latent_shape=(4, 16, 16),
+                                intensity=IntensityConvention(unit="SUV", window=(0, 10)))
+    """
+
+
+@hookspec(firstresult=True)
+def medm2g_prompt_encoder(spec: ModalitySpec, size: ModelSize, embed_dim: int) -> "torch.nn.Module":
+    """Build the modality's prompt encoder C_M (paper, section 3.2).
+
+    Called when a stage needs the encoder. Return a fresh, randomly initialised
+    ``nn.Module`` whose ``forward(batch)`` maps a batch of model-space samples
+    (a tensor (B, C, H, W), or a list of ``str`` for text) to embeddings of
+    shape (B, embed_dim) in the shared space. Required.
+
+    Example::
+
+        @hookimpl
+        def medm2g_prompt_encoder(spec, size, embed_dim):
+            return ImagePromptEncoder(ImageEncoderConfig.for_size(size), spec.channels, embed_dim)
+    """
+
+
+@hookspec(firstresult=True)
+def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
+    """Build the modality's VAE.
+
+    Return an ``nn.Module`` with ``encode(batch, generator=None) -> Tensor`` of shape
+    (B, *spec.latent_shape) and ``decode(latents) -> batch`` inverting it. Image
+    modalities wrap a diffusers ``AutoencoderKL``; text uses an Optimus-shaped
+    BERT-encoder/GPT-2-decoder VAE. Required.
+
+    Example::
+
+        @hookimpl
+        def medm2g_vae(spec, size):
+            return ImageVAE.from_spec(spec, size)
+    """
+
+
+@hookspec(firstresult=True)
+def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> "torch.nn.Module":
+    """Build the modality's denoiser (the "UNet" of its latent diffusion model).
+
+    Return an ``nn.Module`` whose ``forward(latents, timesteps, context)`` takes noisy
+    latents (B, *spec.latent_shape), integer timesteps (B,) and a cross-attention
+    context (B, L, context_dim), and returns the noise prediction with the shape of
+    ``latents``. Required.
+
+    Example::
+
+        @hookimpl
+        def medm2g_unet(spec, size, context_dim):
+            return ImageDenoiser.from_spec(spec, size, context_dim)
+    """
+
+
+@hookspec(firstresult=True)
+def medm2g_augmentation(spec: ModalitySpec) -> Augmentation:
+    """Return the random view maker used by the medical visual invariant (section 3.3).
+
+    Called for imaging modalities, twice per batch, to make the two views the
+    Barlow Twins loss compares. It must draw all randomness from the generator it
+    is given so views are reproducible under a seed, and keep what is clinically
+    meaningful (an X-ray augmentation should not flip left and right). Required
+    for ``image`` and ``volume`` modalities, not called for text.
+
+    Example::
+
+        @hookimpl
+        def medm2g_augmentation(spec):
+            return Compose([IntensityJitter(0.1), SmallAffine(degrees=5), GaussianNoise(0.02)])
+    """
+
+
+@hookspec(firstresult=True)
+def medm2g_read(spec: ModalitySpec, path: Path) -> "torch.Tensor | str":
+    """Read one file into model space.
+
+    Called for every file a manifest or a command line names. Return a tensor
+    (C, H, W) for ``image``, (D, C, H, W) for ``volume``, or ``str`` for ``text``.
+    Raise :class:`medm2g.core.errors.DataError` naming the file and the reason when
+    the file cannot be used. Required.
+
+    Example::
+
+        @hookimpl
+        def medm2g_read(spec, path):
+            return read_image(path, spec)
+    """
+
+
+@hookspec(firstresult=True)
+def medm2g_write(spec: ModalitySpec, sample: "torch.Tensor | str", path: Path) -> Path:
+    """Write one model-space sample to ``path`` and return the path written.
+
+    The inverse of :func:`medm2g_read`, used for generated samples; the suffix of
+    ``path`` picks the format among the spec's ``file_suffixes``. Required.
+
+    Example::
+
+        @hookimpl
+        def medm2g_write(spec, sample, path):
+            return write_image(sample, path, spec)
+    """
+
+
+MODALITY_HOOKS: tuple[str, ...] = (
+    "medm2g_modality_spec",
+    "medm2g_prompt_encoder",
+    "medm2g_vae",
+    "medm2g_unet",
+    "medm2g_augmentation",
+    "medm2g_read",
+    "medm2g_write",
+)
+"""Every hook a modality plugin may implement, in the order the docs list them."""
+
+IMAGING_ONLY_HOOKS: frozenset[str] = frozenset({"medm2g_augmentation"})
+"""Hooks required only of imaging (``image``/``volume``) modalities."""

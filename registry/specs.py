@@ -1,0 +1,156 @@
+"""The typed records a modality plugin returns.
+
+A :class:`ModalitySpec` is everything modality-agnostic code may know about a
+modality: what kind of data it is, the grid its models work on, the latent shape
+its VAE produces and how intensities map to model space. Validators run when the
+record is built, so a bad spec fails inside the plugin that made it and the
+plugin manager can name that plugin.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+import attrs
+
+MODALITY_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+"""Modality names are lowercase identifiers: they key dicts, YAML and file names."""
+
+TEXT_LATENT_SHAPE = (768, 1, 1)
+"""The paper's text latent: an Optimus-style VAE's 768-wide vector as a 768x1x1 map."""
+
+
+class ModalityKind(str, enum.Enum):
+    """What a modality's samples are; the only thing core code may branch on.
+
+    ``image`` is a 2D acquisition (an X-ray projection); ``volume`` a 3D one (CT, MRI)
+    whose models work slice-wise on the 2D ``image_size`` grid, as the paper's
+    CT and MRI generators do; ``text`` a report.
+    """
+
+    IMAGE = "image"
+    VOLUME = "volume"
+    TEXT = "text"
+
+    @property
+    def is_imaging(self) -> bool:
+        return self is not ModalityKind.TEXT
+
+
+class ModelSize(str, enum.Enum):
+    """Named model sizes every plugin supplies configs for.
+
+    ``tiny`` builds in well under a second for tests, ``cpu`` is the default that
+    trains on a 2-core machine, ``paper`` matches the paper (4x64x64 image latents).
+    """
+
+    TINY = "tiny"
+    CPU = "cpu"
+    PAPER = "paper"
+
+
+def _check_name(instance, attribute, value: str) -> None:
+    if not isinstance(value, str) or not MODALITY_NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{attribute.name} must be a lowercase identifier matching "
+            f"{MODALITY_NAME_PATTERN.pattern!r}, got {value!r}"
+        )
+
+
+def _positive_ints(instance, attribute, value: tuple[int, ...] | None) -> None:
+    if value is None:
+        return
+    if not value or any((not isinstance(v, int)) or v <= 0 for v in value):
+        raise ValueError(f"{attribute.name} must be a non-empty tuple of positive ints, got {value!r}")
+
+
+def _optional_int_tuple(value):
+    return None if value is None else tuple(int(v) for v in value)
+
+
+@attrs.frozen
+class IntensityConvention:
+    """How stored intensities map to the model's [-1, 1] range.
+
+    ``window`` is the (low, high) range in ``unit`` mapped linearly onto [-1, 1]
+    and clipped, e.g. (-1000, 1000) HU for CT. ``per_sample`` marks units without
+    an absolute scale (MRI signal), where each sample is normalised by its own
+    percentiles ``window`` (in percent) instead.
+    """
+
+    unit: str
+    window: tuple[float, float] = attrs.field(converter=lambda w: (float(w[0]), float(w[1])))
+    per_sample: bool = False
+    description: str = ""
+
+    @window.validator
+    def _window_ordered(self, attribute, value) -> None:
+        if not value[0] < value[1]:
+            raise ValueError(f"window must be (low, high) with low < high, got {value!r}")
+
+
+@attrs.frozen
+class ModalitySpec:
+    """What one modality is, as far as modality-agnostic code is concerned.
+
+    ``image_size`` (H, W) is the 2D grid the VAE and UNet work on; ``latent_shape``
+    is the (C, H, W) the VAE maps a sample to. Text has no grid or channels and
+    uses :data:`TEXT_LATENT_SHAPE`-style (width, 1, 1) latents.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    kind: ModalityKind = attrs.field(converter=ModalityKind)
+    description: str
+    latent_shape: tuple[int, ...] = attrs.field(converter=_optional_int_tuple, validator=_positive_ints)
+    channels: int | None = None
+    image_size: tuple[int, ...] | None = attrs.field(
+        default=None, converter=_optional_int_tuple, validator=_positive_ints
+    )
+    intensity: IntensityConvention | None = None
+    file_suffixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        if len(self.latent_shape) != 3:
+            raise ValueError(f"latent_shape must be (channels, height, width), got {self.latent_shape!r}")
+        if self.kind.is_imaging:
+            self._check_imaging()
+        else:
+            self._check_text()
+        bad = [s for s in self.file_suffixes if not s.startswith(".") or s != s.lower()]
+        if bad:
+            raise ValueError(f"file_suffixes must be lowercase and start with '.', got {bad!r}")
+
+    def _check_imaging(self) -> None:
+        if self.channels is None or self.channels < 1:
+            raise ValueError(f"an {self.kind.value} modality needs channels >= 1, got {self.channels!r}")
+        if self.image_size is None or len(self.image_size) != 2:
+            raise ValueError(f"image_size must be (height, width) for an {self.kind.value} modality, got {self.image_size!r}")
+        if self.intensity is None:
+            raise ValueError(f"an {self.kind.value} modality needs an intensity convention")
+        for axis, (size, latent) in enumerate(zip(self.image_size, self.latent_shape[1:])):
+            factor = size // latent if latent else 0
+            if latent * factor != size or factor & (factor - 1):
+                raise ValueError(
+                    f"latent_shape {self.latent_shape!r} must downsample image_size {self.image_size!r} "
+                    f"by a power of two on every axis (axis {axis}: {size} -> {latent})"
+                )
+
+    def _check_text(self) -> None:
+        if self.channels is not None or self.image_size is not None:
+            raise ValueError("a text modality has no channels or image_size; leave them unset")
+        if self.latent_shape[1:] != (1, 1):
+            raise ValueError(f"a text latent is (width, 1, 1), got {self.latent_shape!r}")
+
+    @property
+    def downsample_factor(self) -> int:
+        """How many pixels one latent cell covers along each axis (1 for text)."""
+        if self.image_size is None:
+            return 1
+        return self.image_size[0] // self.latent_shape[1]
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one model-space sample: (C, H, W) for imaging, () for text."""
+        if self.image_size is None:
+            return ()
+        return (self.channels, *self.image_size)
