@@ -69,9 +69,12 @@ class BiasField:
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         _, _, height, width = batch.shape
-        y = torch.linspace(-1, 1, height, device=batch.device, dtype=batch.dtype)[:, None]
-        x = torch.linspace(-1, 1, width, device=batch.device, dtype=batch.dtype)[None, :]
-        basis = torch.stack([x.expand(height, width), y.expand(height, width), x * y, x**2 - 1 / 3, y**2 - 1 / 3])
+        y, x = torch.meshgrid(
+            torch.linspace(-1, 1, height, device=batch.device, dtype=batch.dtype),
+            torch.linspace(-1, 1, width, device=batch.device, dtype=batch.dtype),
+            indexing="ij",
+        )
+        basis = torch.stack([x, y, x * y, x**2 - 1 / 3, y**2 - 1 / 3])
         coefficients = _uniform(generator, batch, -1, 1, basis.shape[0])
         field = torch.einsum("bk,khw->bhw", coefficients, basis)[:, None]
         field = torch.exp(self.strength * field / basis.shape[0] ** 0.5)

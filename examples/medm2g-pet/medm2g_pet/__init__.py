@@ -1,0 +1,1 @@
+"""Positron emission tomography for medm2g, shipped as its own distribution."""
