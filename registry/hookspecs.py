@@ -69,7 +69,8 @@ def medm2g_prompt_encoder(spec: ModalitySpec, size: ModelSize, embed_dim: int) -
 def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
     """Build the modality's VAE.
 
-    Return an ``nn.Module`` with ``encode(batch, generator=None) -> Tensor`` of shape
+    Called when the VAE stage trains it and whenever samples are encoded to or
+    decoded from latents. Return an ``nn.Module`` with ``encode(batch, generator=None) -> Tensor`` of shape
     (B, *spec.latent_shape) and ``decode(latents) -> batch`` inverting it. Image
     modalities wrap a diffusers ``AutoencoderKL``; text uses an Optimus-shaped
     BERT-encoder/GPT-2-decoder VAE. Required.
@@ -86,7 +87,7 @@ def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
 def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> "torch.nn.Module":
     """Build the modality's denoiser (the "UNet" of its latent diffusion model).
 
-    Return an ``nn.Module`` whose ``forward(latents, timesteps, context)`` takes noisy
+    Called by the single-modality LDM stage, the cross-guided rounds and sampling. Return an ``nn.Module`` whose ``forward(latents, timesteps, context)`` takes noisy
     latents (B, *spec.latent_shape), integer timesteps (B,) and a cross-attention
     context (B, L, context_dim), and returns the noise prediction with the shape of
     ``latents``. Required.
@@ -138,7 +139,7 @@ def medm2g_read(spec: ModalitySpec, path: Path) -> "torch.Tensor | str":
 def medm2g_write(spec: ModalitySpec, sample: "torch.Tensor | str", path: Path) -> Path:
     """Write one model-space sample to ``path`` and return the path written.
 
-    The inverse of :func:`medm2g_read`, used for generated samples; the suffix of
+    Called for every generated sample the user asks to save. The inverse of :func:`medm2g_read`, used for generated samples; the suffix of
     ``path`` picks the format among the spec's ``file_suffixes``. Required.
 
     Example::
