@@ -89,6 +89,22 @@ def _command_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_data_phantom(args: argparse.Namespace) -> int:
+    from medm2g.core.pair_graph import load_pair_graph
+    from medm2g.core.phantom.cohort import generate_cohort
+    from medm2g.registry import load_modalities
+
+    registry = load_modalities()
+    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
+    summary = generate_cohort(args.out, args.n, args.seed, registry, graph)
+    print(f"phantom cohort: {summary.subjects} subjects, modalities {', '.join(summary.modalities)}, "
+          f"seed {args.seed}, {summary.seconds:.1f} s -> {summary.out}")
+    for manifest, rows in summary.manifests.items():
+        print(f"  {manifest}: {rows} records")
+    print(f"  overview picture: {summary.out / 'overview.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medm2g", description="Unified medical multi-modal generation (MedM2G) with pluggable modalities."
@@ -105,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--draw", metavar="FILE.png", type=Path, help="also draw the star and the rounds to FILE.png")
     plan.set_defaults(run=_command_plan)
+
+    data = commands.add_parser("data", help="make data sets")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    phantom = data_commands.add_parser(
+        "phantom", help="generate the embedded default data: a phantom cohort with known findings"
+    )
+    phantom.add_argument("--out", type=Path, required=True, help="folder to write the cohort into")
+    phantom.add_argument("--n", type=int, default=200, help="number of subjects (default 200)")
+    phantom.add_argument("--seed", type=int, default=0, help="random seed; subject i depends only on it and i")
+    phantom.add_argument("--graph", default="medm2g.yaml",
+                         help="pair graph whose pairs get one manifest each (default: the paper's)")
+    phantom.set_defaults(run=_command_data_phantom)
     return parser
 
 

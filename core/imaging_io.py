@@ -46,6 +46,28 @@ def model_to_window(values: np.ndarray, intensity: IntensityConvention) -> np.nd
     return (unit * (high - low) + low).astype(np.float32)
 
 
+PER_SAMPLE_LEVELS = 4095
+"""Per-sample units are stored in 12 bits, as MR scanners store magnitude images."""
+
+
+MIN_LEVELS_ACROSS_WINDOW = 2000
+"""Physical units keep at least this many levels across the model window."""
+
+
+def quantise_like_a_scanner(values: np.ndarray, intensity: IntensityConvention) -> tuple[np.ndarray, float]:
+    """Integers and the slope that maps them back.
+
+    Physical units get the power-of-ten quantum giving at least 2000 levels across the
+    window (1 HU for a 2000 HU CT window, 0.001 SUV for 0-10 SUV); per-sample [0, 1]
+    units get 12 bits. Noise below a scanner's resolution only makes files bigger.
+    """
+    if intensity.per_sample:
+        return np.round(np.clip(values, 0, 1) * PER_SAMPLE_LEVELS).astype(np.uint16), 1.0 / PER_SAMPLE_LEVELS
+    low, high = intensity.window
+    quantum = 10.0 ** np.floor(np.log10((high - low) / MIN_LEVELS_ACROSS_WINDOW))
+    return np.round(np.clip(values, low, high) / quantum).astype(np.int16), float(quantum)
+
+
 def resize_to_grid(slices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, *size), area-averaging when shrinking so thin structures survive."""
     if tuple(slices.shape[-2:]) == tuple(size):
@@ -164,8 +186,10 @@ def write_imaging(sample: torch.Tensor, path: Path, spec: ModalitySpec) -> Path:
         import nibabel
 
         volume = model_to_window(slices[:, 0], spec.intensity)  # (D, H, W), rows anterior->posterior
-        data = np.ascontiguousarray(np.transpose(volume[:, ::-1], (2, 1, 0)))
-        nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(path))
+        stored, slope = quantise_like_a_scanner(volume, spec.intensity)
+        image = nibabel.Nifti1Image(np.ascontiguousarray(np.transpose(stored[:, ::-1], (2, 1, 0))), np.eye(4))
+        image.header.set_slope_inter(slope, 0.0)
+        nibabel.save(image, str(path))
     elif suffix == ".npy":
         np.save(path, model_to_window(slices[:, 0] if array.ndim == 4 else slices[0, 0], spec.intensity))
     else:

@@ -8,16 +8,17 @@ plugin repeats the same seven hook bodies. Register an *instance* of it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import attrs
+import torch
 
 from medm2g.core.augmentations import Compose
 from medm2g.core.errors import PluginError
 from medm2g.core.imaging_io import read_imaging, write_imaging
 from medm2g.core.models.image_encoder import ImageEncoderConfig, ImagePromptEncoder
 from medm2g.core.models.image_latent import ImageDenoiser, ImageUNetConfig, ImageVAE, ImageVAEConfig
-from medm2g.registry import ModalitySpec, ModelSize, hookimpl
+from medm2g.registry import ModalitySpec, ModelSize, PhantomRendering, hookimpl
 
 
 @attrs.frozen
@@ -49,11 +50,13 @@ DEFAULT_IMAGING_SIZES: Mapping[ModelSize, ImagingSizes] = {
 
 @attrs.frozen
 class ImagingModalityPlugin:
-    """All modality hooks for one imaging modality, from its spec, sizes and augmentation."""
+    """All modality hooks for one imaging modality, from its spec, sizes and augmentation,
+    and optionally its phantom renderer (``phantom(spec, subject, generator)``)."""
 
     spec: ModalitySpec
     view_augmentation: Compose
     sizes: Mapping[ModelSize, ImagingSizes] = DEFAULT_IMAGING_SIZES
+    phantom: Callable[[ModalitySpec, object, torch.Generator], PhantomRendering] | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.spec.kind.is_imaging:
@@ -92,3 +95,7 @@ class ImagingModalityPlugin:
     @hookimpl
     def medm2g_write(self, spec: ModalitySpec, sample, path: Path) -> Path:
         return write_imaging(sample, path, spec)
+
+    @hookimpl
+    def medm2g_phantom_render(self, spec: ModalitySpec, subject, generator: torch.Generator):
+        return None if self.phantom is None else self.phantom(spec, subject, generator)

@@ -25,6 +25,7 @@ from medm2g.registry.specs import (
     ModalityKind,
     ModalitySpec,
     ModelSize,
+    PhantomRendering,
 )
 
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
@@ -40,6 +41,7 @@ __all__ = [
     "ModalityRegistry",
     "ModalitySpec",
     "ModelSize",
+    "PhantomRendering",
     "PluginSource",
     "hookimpl",
     "load_modalities",

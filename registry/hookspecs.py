@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
-from medm2g.registry.specs import ModalitySpec, ModelSize
+from medm2g.registry.specs import ModalitySpec, ModelSize, PhantomRendering
 
 if TYPE_CHECKING:  # torch is heavy; hook signatures only name its types.
     import torch
+
+    from medm2g.core.phantom.anatomy import PhantomSubject
 
 PROJECT_NAME = "medm2g"
 
@@ -150,6 +152,30 @@ def medm2g_write(spec: ModalitySpec, sample: "torch.Tensor | str", path: Path) -
     """
 
 
+@hookspec(firstresult=True)
+def medm2g_phantom_render(
+    spec: ModalitySpec, subject: "PhantomSubject", generator: "torch.Generator"
+) -> PhantomRendering | None:
+    """Render one subject of the phantom cohort (the embedded default data) in this modality.
+
+    Called by ``medm2g data phantom`` once per subject for every modality that implements
+    it. ``subject.fractions(grid)`` gives tissue fractions on any grid in millimetres and
+    ``subject.finding`` the ground truth; turn them into model-space samples with this
+    modality's physics, drawing noise from ``generator``. Return the samples by variant
+    name (the first is the default the manifests use) and, for imaging modalities, the
+    lesion mask in the sample's geometry. Optional: a modality that does not implement
+    it, or returns None, is absent from the phantom cohort.
+
+    Example::
+
+        @hookimpl
+        def medm2g_phantom_render(spec, subject, generator):
+            fractions = subject.fractions(SamplingGrid.regular(spec.image_size, 16, SLICE_BAND_Z))
+            suv = torch.einsum("k,kdhw->dhw", UPTAKE, fractions)
+            return PhantomRendering({"suv": to_model_space(suv)}, lesion_mask(fractions))
+    """
+
+
 MODALITY_HOOKS: tuple[str, ...] = (
     "medm2g_modality_spec",
     "medm2g_prompt_encoder",
@@ -158,8 +184,12 @@ MODALITY_HOOKS: tuple[str, ...] = (
     "medm2g_augmentation",
     "medm2g_read",
     "medm2g_write",
+    "medm2g_phantom_render",
 )
 """Every hook a modality plugin may implement, in the order the docs list them."""
 
 IMAGING_ONLY_HOOKS: frozenset[str] = frozenset({"medm2g_augmentation"})
 """Hooks required only of imaging (``image``/``volume``) modalities."""
+
+OPTIONAL_HOOKS: frozenset[str] = frozenset({"medm2g_phantom_render"})
+"""Hooks a modality may leave out."""

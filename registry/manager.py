@@ -19,8 +19,8 @@ import pluggy
 
 from medm2g.core.errors import PluginError
 from medm2g.registry import hookspecs
-from medm2g.registry.hookspecs import IMAGING_ONLY_HOOKS, MODALITY_HOOKS, PROJECT_NAME
-from medm2g.registry.specs import ModalitySpec, ModelSize
+from medm2g.registry.hookspecs import IMAGING_ONLY_HOOKS, MODALITY_HOOKS, OPTIONAL_HOOKS, PROJECT_NAME
+from medm2g.registry.specs import ModalitySpec, ModelSize, PhantomRendering
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,17 @@ class Modality:
     def write(self, sample, path: Path | str) -> Path:
         """Write one model-space sample; returns the path written."""
         return self._call("medm2g_write", spec=self.spec, sample=sample, path=Path(path))
+
+    def phantom_render(self, subject, generator) -> PhantomRendering | None:
+        """Render one phantom subject, or None when this modality takes no part in the cohort."""
+        implemented = self._manager.hook.medm2g_phantom_render.get_hookimpls()
+        if not any(impl.plugin is self._plugin for impl in implemented):
+            return None
+        rendering = self._call("medm2g_phantom_render", spec=self.spec, subject=subject, generator=generator)
+        if rendering is not None and not isinstance(rendering, PhantomRendering):
+            raise PluginError(f"plugin {self.source}: medm2g_phantom_render must return a PhantomRendering, "
+                              f"got {type(rendering).__name__}")
+        return rendering
 
 
 class ModalityRegistry(Mapping[str, Modality]):
@@ -203,7 +214,10 @@ def _collect_modalities(manager: pluggy.PluginManager, sources: Mapping[int, Plu
         source = sources.get(id(plugin), PluginSource(_plugin_name(plugin)))
         spec = _call_spec_hook(impl, source)
         implemented = _implemented_hooks(manager, plugin)
-        required = [h for h in MODALITY_HOOKS if spec.kind.is_imaging or h not in IMAGING_ONLY_HOOKS]
+        required = [
+            h for h in MODALITY_HOOKS
+            if h not in OPTIONAL_HOOKS and (spec.kind.is_imaging or h not in IMAGING_ONLY_HOOKS)
+        ]
         missing = [h for h in required if h not in implemented]
         if missing:
             raise PluginError(

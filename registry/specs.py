@@ -83,11 +83,29 @@ class IntensityConvention:
     window: tuple[float, float] = attrs.field(converter=lambda w: (float(w[0]), float(w[1])))
     per_sample: bool = False
     description: str = ""
+    display_window: tuple[float, float] | None = attrs.field(
+        default=None, converter=lambda w: None if w is None else (float(w[0]), float(w[1]))
+    )
 
     @window.validator
     def _window_ordered(self, attribute, value) -> None:
         if not value[0] < value[1]:
             raise ValueError(f"window must be (low, high) with low < high, got {value!r}")
+
+    @display_window.validator
+    def _display_inside(self, attribute, value) -> None:
+        """The window a person reads images in (a CT brain window); pictures use it, models do not."""
+        if value is None:
+            return
+        if self.per_sample or not (self.window[0] <= value[0] < value[1] <= self.window[1]):
+            raise ValueError(f"display_window {value!r} must be an ordered sub-range of window {self.window!r}")
+
+    def display_range(self) -> tuple[float, float]:
+        """The model-space (low, high) to show images in: the display window mapped into [-1, 1]."""
+        if self.display_window is None:
+            return (-1.0, 1.0)
+        low, high = self.window
+        return tuple(2 * (v - low) / (high - low) - 1 for v in self.display_window)
 
 
 @attrs.frozen
@@ -154,3 +172,22 @@ class ModalitySpec:
         if self.image_size is None:
             return ()
         return (self.channels, *self.image_size)
+
+
+@attrs.frozen
+class PhantomRendering:
+    """What a modality makes of one phantom subject.
+
+    ``samples`` maps variant names to model-space samples (MRI: ``t1``, ``t2``, ``pd``); the
+    first variant is the modality's default. ``lesion_mask`` is 1 where the finding is, in
+    the geometry of the samples ((D, 1, H, W) for a volume, (1, H, W) for an image), or
+    None for text and for subjects without a finding.
+    """
+
+    samples: dict = attrs.field(converter=dict)
+    lesion_mask: object = None
+
+    @samples.validator
+    def _not_empty(self, attribute, value) -> None:
+        if not value:
+            raise ValueError("a phantom rendering needs at least one sample")

@@ -9,6 +9,7 @@ and sessions without changing the anatomy.
 from medm2g.core.augmentations import BiasField, Compose, Gamma, GaussianNoise, SmallAffine
 from medm2g.core.imaging_io import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
+from medm2g.plugins.mri.phantom import render
 from medm2g.registry import IntensityConvention, ModalitySpec
 
 SPEC = ModalitySpec(
@@ -30,4 +31,5 @@ plugin = ImagingModalityPlugin(
         [BiasField(strength=0.3), Gamma(range=(0.7, 1.5)), SmallAffine(degrees=5, scale=0.05, translate=0.03),
          GaussianNoise(0.02)]
     ),
+    phantom=render,
 )

@@ -17,7 +17,8 @@ from medm2g.core.models.text_diffuser import TextDiffuser, TextDiffuserConfig
 from medm2g.core.models.text_encoder import TextEncoderConfig, TextPromptEncoder
 from medm2g.core.models.text_tokenizer import load_tokenizer
 from medm2g.core.models.text_vae import TextVAE, TextVAEConfig
-from medm2g.registry import TEXT_LATENT_SHAPE, ModalitySpec, ModelSize, hookimpl
+from medm2g.plugins.text.phantom import render as render_phantom
+from medm2g.registry import TEXT_LATENT_SHAPE, ModalitySpec, ModelSize, PhantomRendering, hookimpl
 
 SPEC = ModalitySpec(
     name="text",
@@ -104,3 +105,8 @@ def medm2g_write(spec: ModalitySpec, sample: str, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(sample.strip() + "\n", encoding="utf-8")
     return path
+
+
+@hookimpl
+def medm2g_phantom_render(spec: ModalitySpec, subject, generator) -> PhantomRendering:
+    return render_phantom(spec, subject, generator)

@@ -9,6 +9,7 @@ They never flip left and right: reports state laterality ("left lower lobe").
 from medm2g.core.augmentations import Compose, Contrast, GaussianNoise, IntensityJitter, SmallAffine
 from medm2g.core.imaging_io import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
+from medm2g.plugins.xray.phantom import render
 from medm2g.registry import IntensityConvention, ModalitySpec
 
 SPEC = ModalitySpec(
@@ -30,4 +31,5 @@ plugin = ImagingModalityPlugin(
         [Contrast(range=(0.8, 1.25)), IntensityJitter(scale=0.05, shift=0.05),
          SmallAffine(degrees=3, scale=0.04, translate=0.02, horizontal_flip=0.0), GaussianNoise(0.02)]
     ),
+    phantom=render,
 )

@@ -6,6 +6,7 @@ import pytest
 
 from medm2g.core.errors import PluginError
 from medm2g.registry import MODALITY_HOOKS, IntensityConvention, ModalitySpec, hookimpl, load_modalities
+from medm2g.registry.hookspecs import OPTIONAL_HOOKS
 
 
 def make_plugin(name="pet", module_name="toy_pet", kind="volume", skip=(), extra=None, spec_fields=None):
@@ -47,12 +48,17 @@ def test_hooks_are_called_on_the_one_plugin_that_owns_the_modality():
     assert registry["spect"].read("scan.npy") == ("read", "scan.npy")
 
 
-@pytest.mark.parametrize("hook", [h for h in MODALITY_HOOKS if h != "medm2g_modality_spec"])
+@pytest.mark.parametrize("hook", sorted(set(MODALITY_HOOKS) - {"medm2g_modality_spec"} - OPTIONAL_HOOKS))
 def test_a_plugin_missing_a_required_hook_is_named(hook):
     with pytest.raises(PluginError) as error:
         load_modalities([make_plugin(skip={hook})], entry_points=False)
     assert "'toy_pet'" in str(error.value)
     assert f"lacks required hook(s): {hook}" in str(error.value)
+
+
+def test_optional_hooks_may_be_left_out_and_then_answer_none():
+    registry = load_modalities([make_plugin(skip=OPTIONAL_HOOKS)], entry_points=False)
+    assert registry["pet"].phantom_render(subject=None, generator=None) is None
 
 
 def test_text_modalities_need_no_augmentation():

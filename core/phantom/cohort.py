@@ -1,0 +1,182 @@
+"""Write the phantom cohort: files per subject, ground truth, manifests and an overview picture.
+
+Layout of ``OUT``::
+
+    medm2g.yaml                  the pair graph, its datasets pointing at data/
+    data/<pair>.csv              one manifest per pair of the graph, disjoint subjects
+    data/test.csv                held-out subjects with every modality (fully paired)
+    subjects/<id>/<modality>[_<variant>].<ext>     samples (NIfTI volumes, PNG images, text)
+    subjects/<id>/<modality>_lesion.<ext>          lesion masks in each sample's geometry
+    subjects/<id>/finding.json                     the ground truth
+    overview.png                                   a few subjects, every modality side by side
+
+Subject ``i`` depends only on the seed and ``i`` (its random stream is spawned from the
+seed), so a larger cohort extends a smaller one with the same subjects.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+
+from medm2g.core.errors import DataError
+from medm2g.core.pair_graph import PairGraph
+from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
+from medm2g.core.progress import progress
+from medm2g.registry import Modality, ModalityKind, ModalityRegistry
+
+logger = logging.getLogger(__name__)
+
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1
+SAMPLE_SUFFIX = {ModalityKind.IMAGE: ".png", ModalityKind.VOLUME: ".nii.gz", ModalityKind.TEXT: ".txt"}
+
+
+@attrs.frozen
+class SubjectRecord:
+    """Where one subject's files are, relative to the cohort folder."""
+
+    subject_id: str
+    files: dict  # modality -> default sample path
+    variants: dict  # modality -> {variant: path}
+    masks: dict  # modality -> lesion mask path
+    finding: dict
+    key_slice: int
+
+
+@attrs.frozen
+class CohortSummary:
+    out: Path
+    subjects: int
+    modalities: tuple[str, ...]
+    manifests: dict  # manifest path -> number of records
+    seconds: float
+
+
+def subject_seed(seed: int, index: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, index])
+
+
+def _key_slice(mask: torch.Tensor | None, slices: int) -> int:
+    """The slice with the most lesion voxels, or the middle slice of a normal subject."""
+    if mask is None or mask.sum() == 0:
+        return slices // 2
+    return int(mask.flatten(1).sum(1).argmax())
+
+
+def _write_mask(mask: torch.Tensor, path: Path) -> None:
+    array = mask.numpy().astype(np.uint8)
+    if path.name.endswith(".png"):
+        from PIL import Image
+
+        Image.fromarray(array[0] * 255).save(path)
+    else:
+        import nibabel
+
+        volume = np.ascontiguousarray(np.transpose(array[:, 0, ::-1], (2, 1, 0)))  # as imaging_io writes volumes
+        nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(path))
+
+
+def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, renderers: list[Modality],
+                  out: Path) -> SubjectRecord:
+    folder = out / "subjects" / subject.subject_id
+    folder.mkdir(parents=True, exist_ok=True)
+    files, variants, masks, key_slice = {}, {}, {}, None
+    noise_seeds = index_seed.spawn(len(renderers))
+    for modality, noise_seed in zip(renderers, noise_seeds):
+        generator = torch.Generator().manual_seed(int(noise_seed.generate_state(1)[0]))
+        rendering = modality.phantom_render(subject, generator)
+        if rendering is None:
+            continue
+        suffix = SAMPLE_SUFFIX[modality.spec.kind]
+        written = {}
+        for number, (variant, sample) in enumerate(rendering.samples.items()):
+            name = modality.name if number == 0 else f"{modality.name}_{variant}"
+            written[variant] = modality.write(sample, folder / f"{name}{suffix}").relative_to(out).as_posix()
+        files[modality.name] = next(iter(written.values()))
+        variants[modality.name] = written
+        if rendering.lesion_mask is not None:
+            mask_path = folder / f"{modality.name}_lesion{suffix}"
+            _write_mask(rendering.lesion_mask, mask_path)
+            masks[modality.name] = mask_path.relative_to(out).as_posix()
+            if modality.spec.kind is ModalityKind.VOLUME and key_slice is None:
+                key_slice = _key_slice(rendering.lesion_mask, rendering.lesion_mask.shape[0])
+    finding = attrs.asdict(subject.finding)
+    (folder / "finding.json").write_text(json.dumps({"subject_id": subject.subject_id, **finding, "key_slice": key_slice}, indent=2))
+    return SubjectRecord(subject.subject_id, files, variants, masks, finding, key_slice or 0)
+
+
+def assign_groups(n: int, pairs: list[str]) -> tuple[list[str], dict[str, list[int]]]:
+    """Every fifth subject is held out for test; the rest go round-robin to the pairs, so no
+    training subject is seen in two pairs (text and MRI are never seen together)."""
+    step = round(1 / TEST_FRACTION)
+    test = [i for i in range(n) if i % step == step - 1]
+    rest = [i for i in range(n) if i % step != step - 1]
+    groups = {pair: rest[number:: len(pairs)] for number, pair in enumerate(pairs)}
+    return [str(i) for i in test], groups
+
+
+def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -> dict[str, int]:
+    """One manifest per pair of the graph (its dataset path) plus ``data/test.csv``."""
+    modalities = sorted({m for r in records for m in r.files})
+    test_ids, groups = assign_groups(len(records), [edge.label for edge in graph.pairs])
+    counts: dict[str, int] = {}
+
+    def write(path: Path, rows: list[dict]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = ["subject_id", "split", "slice", *modalities]
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        counts[path.relative_to(out).as_posix()] = len(rows)
+
+    def row(record: SubjectRecord, split: str, keep: set[str]) -> dict:
+        values = {m: "../" + record.files[m] for m in modalities if m in keep and m in record.files}
+        return {"subject_id": record.subject_id, "split": split, "slice": record.key_slice, **values}
+
+    for edge in graph.pairs:
+        members = groups[edge.label]
+        validation = set(members[: max(1, int(len(members) * VALIDATION_FRACTION))]) if len(members) > 1 else set()
+        rows = [row(records[i], "val" if i in validation else "train", {edge.a, edge.b}) for i in members]
+        for dataset in edge.dataset:
+            write(out / dataset, rows)
+    write(out / "data" / "test.csv", [row(records[int(i)], "test", set(modalities)) for i in test_ids])
+    return counts
+
+
+def generate_cohort(out: Path, n: int, seed: int, registry: ModalityRegistry, graph: PairGraph,
+                    overview_subjects: int = 4) -> CohortSummary:
+    """Render ``n`` subjects with every modality that renders the phantom, then the manifests."""
+    if n < 5:
+        raise DataError(f"--n {n}: the cohort needs at least 5 subjects (a test fifth and one per pair)")
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    missing = [m for m in graph.modalities if m not in registry]
+    if missing:
+        raise DataError(f"{graph.source}: modalities {', '.join(missing)} are not installed")
+    renderers = [registry[m] for m in sorted(graph.modalities)]
+    records = []
+    for index in progress(range(n), desc="phantom subjects", unit="subject"):
+        sequence = subject_seed(seed, index)
+        subject = random_subject(f"S{index:04d}", np.random.default_rng(sequence))
+        records.append(write_subject(subject, sequence, renderers, out))
+    rendered = sorted({m for r in records for m in r.files})
+    absent = sorted(set(graph.modalities) - set(rendered))
+    if absent:
+        raise DataError(f"modalities {', '.join(absent)} do not render the phantom (no medm2g_phantom_render)")
+    if Path(graph.source).is_file():  # the graph beside its manifests, so its dataset paths resolve
+        shutil.copyfile(graph.source, out / Path(graph.source).name)
+    counts = write_manifests(out, graph, records)
+    from medm2g.core.phantom.overview import draw_overview
+
+    draw_overview(out, records, registry, out / "overview.png", overview_subjects)
+    return CohortSummary(out, n, tuple(rendered), counts, time.perf_counter() - start)
