@@ -9,26 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from medm2g.core.cli import resolve_graph_path
 from medm2g.core.errors import DataError
-from medm2g.core.pair_graph import load_pair_graph
 from medm2g.core.phantom.anatomy import TISSUES, SamplingGrid, random_subject
 from medm2g.core.phantom.cohort import generate_cohort
 from medm2g.core.phantom.overview import _load_mask
 
-N = 10
-
-
 @pytest.fixture(scope="module")
-def paper_graph(installed):
-    return load_pair_graph(resolve_graph_path("medm2g.yaml"), installed=installed)
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory, installed, paper_graph):
-    out = tmp_path_factory.mktemp("phantom")
-    summary = generate_cohort(out, N, 7, installed, paper_graph)
-    return out, summary
+def cohort(phantom_cohort):
+    return phantom_cohort
 
 
 def digest(folder: Path) -> dict[str, str]:
