@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from medm2g.core.errors import DataError
+from medm2g.core.pixels import Pixels
 from medm2g.registry.specs import IntensityConvention, ModalityKind, ModalitySpec
 
 DISPLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -68,6 +69,22 @@ def quantise_like_a_scanner(values: np.ndarray, intensity: IntensityConvention) 
     return np.round(np.clip(values, low, high) / quantum).astype(np.int16), float(quantum)
 
 
+def pad_to_aspect(slices: torch.Tensor, spacing_mm: tuple[float, float] | None, size: tuple[int, int]) -> torch.Tensor:
+    """Pad (N, C, H, W) with the background value -1 so its physical extent has the grid's
+    aspect ratio: resizing then keeps anatomy undistorted (a 2:1 radiograph stays 2:1)."""
+    rows, columns = slices.shape[-2:]
+    row_mm, column_mm = spacing_mm or (1.0, 1.0)
+    height, width = rows * row_mm, columns * column_mm
+    target = size[0] / size[1]
+    if height / width < target:  # too wide: add rows
+        extra = round(width * target / row_mm) - rows
+        padding = (0, 0, extra // 2, extra - extra // 2)
+    else:  # too tall: add columns
+        extra = round(height / target / column_mm) - columns
+        padding = (extra // 2, extra - extra // 2, 0, 0)
+    return F.pad(slices, padding, value=-1.0) if max(padding) > 0 else slices
+
+
 def resize_to_grid(slices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, *size), area-averaging when shrinking so thin structures survive."""
     if tuple(slices.shape[-2:]) == tuple(size):
@@ -91,74 +108,94 @@ def _read_display(path: Path, spec: ModalitySpec) -> np.ndarray:
     return array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)  # (C, H, W)
 
 
-def _read_dicom(path: Path) -> np.ndarray:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut
+def slices_to_nifti(slices: np.ndarray, spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)):
+    """Model-space axial slices (D, H, W) -> a NIfTI image whose affine says what they are.
 
-    try:
-        dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as error:
-        raise DataError(f"{path}: not a readable DICOM file: {error}") from None
-    if "PixelData" not in dataset:
-        raise DataError(f"{path}: DICOM file has no pixel data")
-    try:
-        pixels = dataset.pixel_array
-    except Exception as error:  # pydicom raises many types for truncated or undecodable pixel data
-        raise DataError(f"{path}: cannot decode pixel data: {error}") from None
-    values = apply_modality_lut(pixels, dataset).astype(np.float32)
-    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
-        values = values.max() - values
-    if values.ndim == 3 and getattr(dataset, "SamplesPerPixel", 1) > 1:
-        raise DataError(f"{path}: colour DICOM is not supported for a grey-scale modality")
-    return values  # (H, W) or (frames, H, W)
-
-
-def _read_nifti(path: Path) -> np.ndarray:
+    Model space is radiological: rows run anterior to posterior, columns from the patient's
+    right to left, slices inferior to superior. In RAS world coordinates that is
+    x = -column, y = -row, z = +slice, so any viewer shows the anatomy the right way round.
+    """
     import nibabel
 
-    try:
-        image = nibabel.as_closest_canonical(nibabel.load(str(path)))  # RAS+: axial slices along the last axis
-        data = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors...
-        raise DataError(f"{path}: not a readable NIfTI file: {error}") from None
+    row_mm, column_mm, slice_mm = spacing_mm
+    affine = np.diag([-column_mm, -row_mm, slice_mm, 1.0])
+    return nibabel.Nifti1Image(np.ascontiguousarray(np.transpose(slices, (2, 1, 0))), affine)
+
+
+def nifti_to_slices(image) -> tuple[np.ndarray, tuple[float, float]]:
+    """Any NIfTI orientation -> model-space axial slices (D, H, W) and in-plane spacing (row, column)."""
+    import nibabel
+
+    canonical = nibabel.as_closest_canonical(image)  # RAS+: data[x, y, z]
+    data = np.asarray(canonical.dataobj, dtype=np.float32)
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:
-        return data.T[::-1]
+        data = data[..., None]
     if data.ndim != 3:
-        raise DataError(f"{path}: expected a 2D or 3D NIfTI volume, got shape {data.shape}")
-    return np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1])  # (slices, rows=anterior->posterior, cols)
+        raise ValueError(f"expected a 2D or 3D volume, got shape {data.shape}")
+    zooms = canonical.header.get_zooms()
+    slices = np.transpose(data, (2, 1, 0))[:, ::-1, ::-1]  # (z, y, x) -> rows posterior-ward, columns leftward
+    return np.ascontiguousarray(slices), (float(zooms[1]), float(zooms[0]))
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _read_nifti(path: Path, spec: ModalitySpec) -> Pixels:
+    import nibabel
+
     try:
-        return np.load(path, allow_pickle=False).astype(np.float32)
+        slices, spacing = nifti_to_slices(nibabel.load(str(path)))
+    except Exception as error:  # nibabel raises ImageFileError, EOFError, zlib errors, our ValueError
+        raise DataError(f"{path}: not a readable NIfTI file: {error}") from None
+    return Pixels(slices, spacing)
+
+
+def _read_npy(path: Path, spec: ModalitySpec) -> Pixels:
+    try:
+        values = np.load(path, allow_pickle=False).astype(np.float32)
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: not a readable .npy array: {error}") from None
+    return Pixels(values)
+
+
+def _read_dicom(path: Path, spec: ModalitySpec) -> Pixels:
+    from medm2g.core.dicom_io import read_dicom_file
+
+    return read_dicom_file(path, spec)
+
+
+def _read_physical(path: Path, spec: ModalitySpec) -> Pixels:
+    """Files holding physical units: DICOM (by suffix or by its 'DICM' marker), NIfTI, .npy,
+    or a folder holding one DICOM series."""
+    from medm2g.core.dicom_io import looks_like_dicom, read_dicom_series
+
+    if path.is_dir():
+        return read_dicom_series(path, spec)
+    suffix = _suffix(path)
+    readers = {".dcm": _read_dicom, ".nii": _read_nifti, ".nii.gz": _read_nifti, ".npy": _read_npy}
+    if suffix in readers:
+        return readers[suffix](path, spec)
+    if looks_like_dicom(path):
+        return _read_dicom(path, spec)
+    raise DataError(f"{path}: unsupported file type {suffix or '(none)'} for {spec.name} "
+                    f"(expected DICOM or one of {', '.join(IMAGING_SUFFIXES)})")
 
 
 def read_imaging(path: Path, spec: ModalitySpec) -> torch.Tensor:
-    """One file -> (C, H, W) for an image modality, (D, C, H, W) for a volume modality."""
+    """One file (or DICOM series folder) -> (C, H, W) for an image modality, (D, C, H, W) for a volume."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: file not found")
-    suffix = _suffix(path)
-    if suffix in DISPLAY_SUFFIXES:
-        slices = torch.from_numpy(_read_display(path, spec))[None]
+    if path.is_file() and _suffix(path) in DISPLAY_SUFFIXES:
+        slices, spacing = torch.from_numpy(_read_display(path, spec))[None], None
     else:
-        readers = {".dcm": _read_dicom, ".nii": _read_nifti, ".nii.gz": _read_nifti, ".npy": _read_npy}
-        if suffix not in readers:
-            raise DataError(f"{path}: unsupported file type {suffix or '(none)'} for {spec.name} (expected one of {', '.join(IMAGING_SUFFIXES)})")
-        values = readers[suffix](path)
-        if values.ndim == 2:
-            values = values[None]
+        pixels = _read_physical(path, spec)
+        values = pixels.values[None] if pixels.values.ndim == 2 else pixels.values
         if values.ndim != 3:
             raise DataError(f"{path}: expected a 2D image or a stack of slices, got shape {values.shape}")
-        slices = torch.from_numpy(window_to_model(values, spec.intensity))[:, None]
+        slices, spacing = torch.from_numpy(window_to_model(values, spec.intensity))[:, None], pixels.spacing_mm
         if spec.channels != 1:
             slices = slices.expand(-1, spec.channels, -1, -1)
-    slices = resize_to_grid(slices.float(), spec.image_size)
+    slices = resize_to_grid(pad_to_aspect(slices.float(), spacing, spec.image_size), spec.image_size)
     if spec.kind is ModalityKind.IMAGE:
         if slices.shape[0] != 1:
             raise DataError(f"{path}: {spec.name} expects one 2D image, found {slices.shape[0]} slices/frames")
@@ -185,9 +222,8 @@ def write_imaging(sample: torch.Tensor, path: Path, spec: ModalitySpec) -> Path:
     elif suffix in (".nii", ".nii.gz"):
         import nibabel
 
-        volume = model_to_window(slices[:, 0], spec.intensity)  # (D, H, W), rows anterior->posterior
-        stored, slope = quantise_like_a_scanner(volume, spec.intensity)
-        image = nibabel.Nifti1Image(np.ascontiguousarray(np.transpose(stored[:, ::-1], (2, 1, 0))), np.eye(4))
+        stored, slope = quantise_like_a_scanner(model_to_window(slices[:, 0], spec.intensity), spec.intensity)
+        image = slices_to_nifti(stored)
         image.header.set_slope_inter(slope, 0.0)
         nibabel.save(image, str(path))
     elif suffix == ".npy":

@@ -127,6 +127,8 @@ class ModalitySpec:
     )
     intensity: IntensityConvention | None = None
     file_suffixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    dicom_modalities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """DICOM Modality values (0008,0060) this modality reads, e.g. ("CT",); empty reads any."""
 
     def __attrs_post_init__(self) -> None:
         if len(self.latent_shape) != 3:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from medm2g.core.errors import DataError
+from medm2g.core.imaging_io import slices_to_nifti
 from medm2g.core.pair_graph import PairGraph
 from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
 from medm2g.core.progress import progress
@@ -81,8 +82,7 @@ def _write_mask(mask: torch.Tensor, path: Path) -> None:
     else:
         import nibabel
 
-        volume = np.ascontiguousarray(np.transpose(array[:, 0, ::-1], (2, 1, 0)))  # as imaging_io writes volumes
-        nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(path))
+        nibabel.save(slices_to_nifti(array[:, 0]), str(path))
 
 
 def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, renderers: list[Modality],

@@ -10,8 +10,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from medm2g.core.imaging_io import nifti_to_slices
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 
@@ -22,8 +22,7 @@ def _load_mask(path: Path) -> np.ndarray:
         return np.asarray(Image.open(path)) > 0
     import nibabel
 
-    volume = np.asarray(nibabel.load(str(path)).dataobj)
-    return np.transpose(volume, (2, 1, 0))[:, ::-1] > 0  # (D, H, W), as written by the cohort
+    return nifti_to_slices(nibabel.load(str(path)))[0] > 0
 
 
 def draw_overview(out: Path, records, registry: ModalityRegistry, path: Path, subjects: int = 4) -> Path:

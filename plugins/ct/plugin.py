@@ -24,6 +24,7 @@ SPEC = ModalitySpec(
         display_window=(-20, 100),  # a brain window (level 40, width 120): grey/white matter and lesions
     ),
     file_suffixes=IMAGING_SUFFIXES,
+    dicom_modalities=("CT",),
 )
 
 plugin = ImagingModalityPlugin(

@@ -23,6 +23,7 @@ SPEC = ModalitySpec(
         unit="a.u.", window=(0.5, 99.5), per_sample=True, description="percentile window of each volume"
     ),
     file_suffixes=IMAGING_SUFFIXES,
+    dicom_modalities=("MR",),
 )
 
 plugin = ImagingModalityPlugin(

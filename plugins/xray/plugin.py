@@ -23,6 +23,7 @@ SPEC = ModalitySpec(
         unit="detector value", window=(0.5, 99.5), per_sample=True, description="percentile window of each image"
     ),
     file_suffixes=IMAGING_SUFFIXES,
+    dicom_modalities=("CR", "DX", "RG"),
 )
 
 plugin = ImagingModalityPlugin(

@@ -20,6 +20,7 @@ SPEC = ModalitySpec(
     latent_shape=(4, 16, 16),
     intensity=IntensityConvention(unit="SUV", window=(0, 10), description="SUV 0 (background) to 10 (avid lesion)"),
     file_suffixes=IMAGING_SUFFIXES,
+    dicom_modalities=("PT",),
 )
 
 plugin = ImagingModalityPlugin(
