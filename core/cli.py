@@ -105,6 +105,23 @@ def _command_data_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_ingest(args: argparse.Namespace) -> int:
+    from medm2g.core.ingest import ingest
+    from medm2g.registry import load_modalities
+
+    report = ingest(args.folder, load_modalities()[args.modality], args.out)
+    print(f"{report.manifest}: {report.records} {args.modality} records from {report.files_seen} candidate files; "
+          f"skipped {len(report.skipped)}")
+    reasons: dict[str, int] = {}
+    for _, reason in report.skipped:
+        reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        print(f"  {count:4d} x {reason}")
+    if report.skip_report:
+        print(f"  every skipped file and its reason: {report.skip_report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medm2g", description="Unified medical multi-modal generation (MedM2G) with pluggable modalities."
@@ -133,12 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--graph", default="medm2g.yaml",
                          help="pair graph whose pairs get one manifest each (default: the paper's)")
     phantom.set_defaults(run=_command_data_phantom)
+
+    ingest = commands.add_parser("ingest", help="make a manifest from a folder of DICOM/NIfTI/image files")
+    ingest.add_argument("folder", type=Path, help="folder to search recursively")
+    ingest.add_argument("--modality", required=True, help="the installed modality the files are (see `medm2g modalities`)")
+    ingest.add_argument("--out", type=Path, required=True, help="manifest to write (CSV)")
+    ingest.set_defaults(run=_command_ingest)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    if not args.verbose:
+        # pydicom logs per-file oddities (implicit VR, padding); reasons that matter reach the
+        # user as DataErrors, so show pydicom's chatter only with --verbose
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

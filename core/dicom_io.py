@@ -10,6 +10,8 @@ Each failure is a one-line :class:`~medm2g.core.errors.DataError` naming the fil
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,15 @@ from medm2g.core.pixels import Pixels
 from medm2g.registry.specs import ModalitySpec
 
 DICOM_PREAMBLE_LENGTH = 128
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """pydicom reports each oddity (implicit VR, padding) both to its logger and as a Python
+    warning; keep the log record (``medm2g -v`` shows it) and drop the duplicate warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -45,7 +56,8 @@ def read_dataset(path: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        with quiet_pydicom():
+            return pydicom.dcmread(path)
     except InvalidDicomError:
         raise DataError(f"{path}: not a DICOM file, or missing its meta header and 'DICM' marker") from None
     except (OSError, ValueError, EOFError, KeyError, TypeError) as error:
@@ -69,7 +81,8 @@ def pixels_of(path: Path, dataset, spec: ModalitySpec) -> Pixels:
         raise DataError(f"{path}: {dataset.get('PhotometricInterpretation', 'colour')} pixels, "
                         f"but {spec.name} is grey-scale")
     try:
-        raw = dataset.pixel_array
+        with quiet_pydicom():
+            raw = dataset.pixel_array
     except Exception as error:  # pydicom raises many types for truncated, missing-decoder or corrupt data
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path}: cannot decode pixel data "
