@@ -122,6 +122,14 @@ def _command_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_inspect(args: argparse.Namespace) -> int:
+    from medm2g.core.inspect_file import inspect_file
+
+    for path in args.files:
+        print(inspect_file(path).summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medm2g", description="Unified medical multi-modal generation (MedM2G) with pluggable modalities."
@@ -156,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--modality", required=True, help="the installed modality the files are (see `medm2g modalities`)")
     ingest.add_argument("--out", type=Path, required=True, help="manifest to write (CSV)")
     ingest.set_defaults(run=_command_ingest)
+
+    inspect = commands.add_parser("inspect", help="tell whether files were generated, and by what")
+    inspect.add_argument("files", nargs="+", type=Path, help="DICOM files or series folders, PNG, NIfTI, text")
+    inspect.set_defaults(run=_command_inspect)
     return parser
 
 

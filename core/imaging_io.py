@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from medm2g.core.errors import DataError
 from medm2g.core.pixels import Pixels
+from medm2g.core.provenance import NIFTI_EXTENSION_CODE, PNG_KEY, Provenance
 from medm2g.registry.specs import IntensityConvention, ModalityKind, ModalitySpec
 
 DISPLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -203,8 +204,13 @@ def read_imaging(path: Path, spec: ModalitySpec) -> torch.Tensor:
     return slices.contiguous()
 
 
-def write_imaging(sample: torch.Tensor, path: Path, spec: ModalitySpec) -> Path:
-    """Write (C, H, W) or (D, C, H, W) in [-1, 1]; the suffix picks PNG, NIfTI or .npy."""
+def write_imaging(sample: torch.Tensor, path: Path, spec: ModalitySpec, provenance: Provenance | None = None) -> Path:
+    """Write (C, H, W) or (D, C, H, W) in [-1, 1]; the suffix picks PNG, NIfTI, DICOM or .npy.
+
+    The provenance goes into the file (PNG text chunk, NIfTI extension, DICOM attributes).
+    DICOM always carries the synthetic markers, with ``model`` "unspecified" when none is given.
+    A volume of several slices written as ``.dcm`` becomes a series folder (the path without suffix).
+    """
     path = Path(path)
     suffix = _suffix(path)
     array = sample.detach().float().cpu().numpy()
@@ -216,18 +222,32 @@ def write_imaging(sample: torch.Tensor, path: Path, spec: ModalitySpec) -> Path:
         if slices.shape[0] != 1:
             raise DataError(f"{path}: a PNG holds one slice, the sample has {slices.shape[0]}; write .nii.gz instead")
         from PIL import Image
+        from PIL.PngImagePlugin import PngInfo
 
         pixels = np.round((np.clip(slices[0], -1, 1) + 1) * 127.5).astype(np.uint8)
-        Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)).save(path)
+        info = PngInfo()
+        if provenance is not None:
+            info.add_text(PNG_KEY, provenance.to_json())
+        Image.fromarray(pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)).save(path, pnginfo=info)
     elif suffix in (".nii", ".nii.gz"):
         import nibabel
 
         stored, slope = quantise_like_a_scanner(model_to_window(slices[:, 0], spec.intensity), spec.intensity)
         image = slices_to_nifti(stored)
         image.header.set_slope_inter(slope, 0.0)
+        if provenance is not None:
+            image.header["descrip"] = b"medm2g synthetic"
+            image.header.extensions.append(
+                nibabel.nifti1.Nifti1Extension(NIFTI_EXTENSION_CODE, provenance.to_json().encode())
+            )
         nibabel.save(image, str(path))
+    elif suffix == ".dcm":
+        from medm2g.core.dicom_writer import write_secondary_capture
+
+        units = model_to_window(slices[:, 0], spec.intensity)
+        return write_secondary_capture(units, path, spec, provenance or Provenance(model="unspecified"))
     elif suffix == ".npy":
         np.save(path, model_to_window(slices[:, 0] if array.ndim == 4 else slices[0, 0], spec.intensity))
     else:
-        raise DataError(f"{path}: cannot write {suffix or '(no suffix)'} for {spec.name} (use .png, .nii.gz or .npy)")
+        raise DataError(f"{path}: cannot write {suffix or '(no suffix)'} for {spec.name} (use .png, .nii.gz, .dcm or .npy)")
     return path

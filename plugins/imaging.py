@@ -93,8 +93,8 @@ class ImagingModalityPlugin:
         return read_imaging(path, spec)
 
     @hookimpl
-    def medm2g_write(self, spec: ModalitySpec, sample, path: Path) -> Path:
-        return write_imaging(sample, path, spec)
+    def medm2g_write(self, spec: ModalitySpec, sample, path: Path, provenance) -> Path:
+        return write_imaging(sample, path, spec, provenance)
 
     @hookimpl
     def medm2g_phantom_render(self, spec: ModalitySpec, subject, generator: torch.Generator):

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # torch is heavy; hook signatures only name its types.
     import torch
 
     from medm2g.core.phantom.anatomy import PhantomSubject
+    from medm2g.core.provenance import Provenance
 
 PROJECT_NAME = "medm2g"
 
@@ -138,17 +139,23 @@ def medm2g_read(spec: ModalitySpec, path: Path) -> "torch.Tensor | str":
 
 
 @hookspec(firstresult=True)
-def medm2g_write(spec: ModalitySpec, sample: "torch.Tensor | str", path: Path) -> Path:
+def medm2g_write(
+    spec: ModalitySpec, sample: "torch.Tensor | str", path: Path, provenance: "Provenance | None"
+) -> Path:
     """Write one model-space sample to ``path`` and return the path written.
 
-    Called for every generated sample the user asks to save. The inverse of :func:`medm2g_read`, used for generated samples; the suffix of
-    ``path`` picks the format among the spec's ``file_suffixes``. Required.
+    Called for every generated sample the user asks to save. The inverse of
+    :func:`medm2g_read`; the suffix of ``path`` picks the format among the spec's
+    ``file_suffixes``. Embed ``provenance`` (what generated the sample) where the format
+    has room, so the file says it is synthetic; ``medm2g.core.imaging_io`` and
+    ``medm2g.core.provenance`` do this for the common formats. A volume written as DICOM
+    may become a series folder: return what was written. Required.
 
     Example::
 
         @hookimpl
-        def medm2g_write(spec, sample, path):
-            return write_image(sample, path, spec)
+        def medm2g_write(spec, sample, path, provenance):
+            return write_imaging(sample, path, spec, provenance)
     """
 
 

@@ -87,9 +87,9 @@ class Modality:
         """Read one file into model space."""
         return self._call("medm2g_read", spec=self.spec, path=Path(path))
 
-    def write(self, sample, path: Path | str) -> Path:
-        """Write one model-space sample; returns the path written."""
-        return self._call("medm2g_write", spec=self.spec, sample=sample, path=Path(path))
+    def write(self, sample, path: Path | str, provenance=None) -> Path:
+        """Write one model-space sample, marked with its provenance; returns the path written."""
+        return self._call("medm2g_write", spec=self.spec, sample=sample, path=Path(path), provenance=provenance)
 
     def phantom_render(self, subject, generator) -> PhantomRendering | None:
         """Render one phantom subject, or None when this modality takes no part in the cohort."""

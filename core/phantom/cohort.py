@@ -32,6 +32,7 @@ from medm2g.core.imaging_io import slices_to_nifti
 from medm2g.core.pair_graph import PairGraph
 from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
 from medm2g.core.progress import progress
+from medm2g.core.provenance import Provenance
 from medm2g.registry import Modality, ModalityKind, ModalityRegistry
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, r
     folder.mkdir(parents=True, exist_ok=True)
     files, variants, masks, key_slice = {}, {}, {}, None
     noise_seeds = index_seed.spawn(len(renderers))
+    # no creation time: the same seed must give byte-identical files
+    provenance = Provenance(model="medm2g phantom cohort", source=f"phantom subject {subject.subject_id}",
+                            seed=int(index_seed.entropy[0]), created="")
     for modality, noise_seed in zip(renderers, noise_seeds):
         generator = torch.Generator().manual_seed(int(noise_seed.generate_state(1)[0]))
         rendering = modality.phantom_render(subject, generator)
@@ -100,7 +104,8 @@ def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, r
         written = {}
         for number, (variant, sample) in enumerate(rendering.samples.items()):
             name = modality.name if number == 0 else f"{modality.name}_{variant}"
-            written[variant] = modality.write(sample, folder / f"{name}{suffix}").relative_to(out).as_posix()
+            path = modality.write(sample, folder / f"{name}{suffix}", provenance)
+            written[variant] = path.relative_to(out).as_posix()
         files[modality.name] = next(iter(written.values()))
         variants[modality.name] = written
         if rendering.lesion_mask is not None:

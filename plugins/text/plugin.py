@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from medm2g.core.errors import DataError, PluginError
+from medm2g.core.provenance import sidecar_path
 from medm2g.core.models.text_diffuser import TextDiffuser, TextDiffuserConfig
 from medm2g.core.models.text_encoder import TextEncoderConfig, TextPromptEncoder
 from medm2g.core.models.text_tokenizer import load_tokenizer
@@ -99,11 +100,13 @@ def medm2g_read(spec: ModalitySpec, path: Path) -> str:
 
 
 @hookimpl
-def medm2g_write(spec: ModalitySpec, sample: str, path: Path) -> Path:
+def medm2g_write(spec: ModalitySpec, sample: str, path: Path, provenance) -> Path:
     if not isinstance(sample, str):
         raise DataError(f"{path}: a text sample must be a str, got {type(sample).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(sample.strip() + "\n", encoding="utf-8")
+    if provenance is not None:  # plain text has no header: the provenance goes beside it
+        sidecar_path(path).write_text(provenance.to_json() + "\n", encoding="utf-8")
     return path
 
 
