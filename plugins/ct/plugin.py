@@ -6,6 +6,8 @@ jitter the window slightly (scanner calibration), move the patient a little and
 add quantum noise; CT is never flipped, since laterality is clinical information.
 """
 
+import attrs
+
 from medm2g.core.augmentations import Compose, GaussianNoise, IntensityJitter, SmallAffine
 from medm2g.core.imaging_io import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
@@ -34,3 +36,26 @@ plugin = ImagingModalityPlugin(
     ),
     phantom=render,
 )
+
+
+WINDOW_PRESETS = {
+    "brain": (0.0, 80.0),  # level 40, width 80
+    "subdural": (-100.0, 200.0),  # level 50, width 300
+    "soft_tissue": (-160.0, 240.0),  # level 40, width 400
+    "lung": (-1350.0, 150.0),  # level -600, width 1500
+    "bone": (-500.0, 1300.0),  # level 400, width 1800
+}
+"""Common CT windows (low, high) in HU, as radiology workstations define them."""
+
+
+def with_window(spec: ModalitySpec, preset: str) -> ModalitySpec:
+    """The CT spec mapping ``preset``'s HU range onto [-1, 1] instead of the default
+    (-1000, 1000): pass it to the hooks to train or read in, say, a brain window."""
+    try:
+        window = WINDOW_PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown CT window {preset!r} (presets: {', '.join(WINDOW_PRESETS)})") from None
+    display = spec.intensity.display_window
+    inside = display is not None and window[0] <= display[0] and display[1] <= window[1]
+    intensity = attrs.evolve(spec.intensity, window=window, display_window=display if inside else None)
+    return attrs.evolve(spec, intensity=intensity)

@@ -12,6 +12,7 @@ import importlib.resources
 from functools import lru_cache
 from pathlib import Path
 
+from medm2g.core.dicom_io import looks_like_dicom
 from medm2g.core.errors import DataError, PluginError
 from medm2g.core.provenance import sidecar_path
 from medm2g.core.models.text_diffuser import TextDiffuser, TextDiffuserConfig
@@ -19,6 +20,7 @@ from medm2g.core.models.text_encoder import TextEncoderConfig, TextPromptEncoder
 from medm2g.core.models.text_tokenizer import load_tokenizer
 from medm2g.core.models.text_vae import TextVAE, TextVAEConfig
 from medm2g.plugins.text.phantom import render as render_phantom
+from medm2g.plugins.text.structured_report import read_structured_report
 from medm2g.registry import TEXT_LATENT_SHAPE, ModalitySpec, ModelSize, PhantomRendering, hookimpl
 
 SPEC = ModalitySpec(
@@ -26,7 +28,8 @@ SPEC = ModalitySpec(
     kind="text",
     description="Radiology report text",
     latent_shape=TEXT_LATENT_SHAPE,
-    file_suffixes=(".txt",),
+    file_suffixes=(".txt", ".dcm"),
+    dicom_modalities=("SR",),
 )
 
 ENCODERS = {
@@ -86,8 +89,10 @@ def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> TextDi
 
 @hookimpl
 def medm2g_read(spec: ModalitySpec, path: Path) -> str:
+    if path.suffix.lower() == ".dcm" or (path.is_file() and looks_like_dicom(path)):
+        return read_structured_report(path)
     if path.suffix.lower() != ".txt":
-        raise DataError(f"{path}: unsupported file type {path.suffix or '(none)'} for text (expected .txt)")
+        raise DataError(f"{path}: unsupported file type {path.suffix or '(none)'} for text (expected .txt or a DICOM SR)")
     try:
         text = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
@@ -103,6 +108,8 @@ def medm2g_read(spec: ModalitySpec, path: Path) -> str:
 def medm2g_write(spec: ModalitySpec, sample: str, path: Path, provenance) -> Path:
     if not isinstance(sample, str):
         raise DataError(f"{path}: a text sample must be a str, got {type(sample).__name__}")
+    if path.suffix.lower() != ".txt":
+        raise DataError(f"{path}: text is written as .txt, not {path.suffix or '(no suffix)'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(sample.strip() + "\n", encoding="utf-8")
     if provenance is not None:  # plain text has no header: the provenance goes beside it
