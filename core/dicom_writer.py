@@ -24,17 +24,12 @@ SYNTHETIC_PATIENT_ID = "SYNTHETIC"
 
 
 def stored_integers(units: np.ndarray, intensity: IntensityConvention) -> tuple[np.ndarray, float, float]:
-    """Unsigned 16-bit values and the (slope, intercept) that map them back to units."""
-    from medm2g.core.imaging_io import PER_SAMPLE_LEVELS, MIN_LEVELS_ACROSS_WINDOW
+    """Unsigned 16-bit values counted from the window's low end, and the (slope, intercept)
+    that map them back to units (DICOM's Modality LUT)."""
+    from medm2g.core.imaging_io import storage_range
 
-    if intensity.per_sample:
-        low, quantum = 0.0, 1.0 / PER_SAMPLE_LEVELS
-        units = np.clip(units, 0.0, 1.0)
-    else:
-        low, high = intensity.window
-        quantum = float(10.0 ** np.floor(np.log10((high - low) / MIN_LEVELS_ACROSS_WINDOW)))
-        units = np.clip(units, low, high)
-    return np.round((units - low) / quantum).astype(np.uint16), quantum, float(low)
+    low, high, quantum = storage_range(intensity)
+    return np.round((np.clip(units, low, high) - low) / quantum).astype(np.uint16), quantum, float(low)
 
 
 def _instance(pixels, slope, intercept, spec: ModalitySpec, provenance: Provenance, uids, number: int):

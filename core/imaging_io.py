@@ -56,18 +56,24 @@ MIN_LEVELS_ACROSS_WINDOW = 2000
 """Physical units keep at least this many levels across the model window."""
 
 
-def quantise_like_a_scanner(values: np.ndarray, intensity: IntensityConvention) -> tuple[np.ndarray, float]:
-    """Integers and the slope that maps them back.
+def storage_range(intensity: IntensityConvention) -> tuple[float, float, float]:
+    """(low, high, quantum) for storing units as integers, as scanners do.
 
     Physical units get the power-of-ten quantum giving at least 2000 levels across the
     window (1 HU for a 2000 HU CT window, 0.001 SUV for 0-10 SUV); per-sample [0, 1]
     units get 12 bits. Noise below a scanner's resolution only makes files bigger.
     """
     if intensity.per_sample:
-        return np.round(np.clip(values, 0, 1) * PER_SAMPLE_LEVELS).astype(np.uint16), 1.0 / PER_SAMPLE_LEVELS
+        return 0.0, 1.0, 1.0 / PER_SAMPLE_LEVELS
     low, high = intensity.window
-    quantum = 10.0 ** np.floor(np.log10((high - low) / MIN_LEVELS_ACROSS_WINDOW))
-    return np.round(np.clip(values, low, high) / quantum).astype(np.int16), float(quantum)
+    return low, high, float(10.0 ** np.floor(np.log10((high - low) / MIN_LEVELS_ACROSS_WINDOW)))
+
+
+def quantise_like_a_scanner(values: np.ndarray, intensity: IntensityConvention) -> tuple[np.ndarray, float]:
+    """Integers (zero at zero units, for NIfTI) and the slope that maps them back."""
+    low, high, quantum = storage_range(intensity)
+    dtype = np.uint16 if intensity.per_sample else np.int16
+    return np.round(np.clip(values, low, high) / quantum).astype(dtype), quantum
 
 
 def pad_to_aspect(slices: torch.Tensor, spacing_mm: tuple[float, float] | None, size: tuple[int, int]) -> torch.Tensor:
