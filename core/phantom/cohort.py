@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -158,9 +159,42 @@ def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -
     return counts
 
 
+_WORKER_STATE: dict = {}
+
+
+def _render_one(index: int) -> SubjectRecord:
+    seed, renderers, out = _WORKER_STATE["args"]
+    sequence = subject_seed(seed, index)
+    return write_subject(random_subject(f"S{index:04d}", np.random.default_rng(sequence)), sequence, renderers, out)
+
+
+def _start_worker() -> None:
+    torch.set_num_threads(1)  # one process per core; nested thread pools would only contend
+
+
+def _render_all(n: int, seed: int, renderers: list[Modality], out: Path, workers: int) -> list[SubjectRecord]:
+    """Subjects are independent: render them in ``workers`` forked processes that share the
+    template loaded here (copy-on-write), or in this process when ``workers`` is 1."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from medm2g.core.phantom.anatomy import _template_for_sampling
+
+    _template_for_sampling()  # load once, before forking
+    _WORKER_STATE["args"] = (seed, renderers, out)
+    indices = range(n)
+    if workers <= 1 or n < 4 * workers or "fork" not in multiprocessing.get_all_start_methods():
+        return [_render_one(i) for i in progress(indices, desc="phantom subjects", unit="subject")]
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
+        results = pool.map(_render_one, indices, chunksize=max(1, n // (8 * workers)))
+        return list(progress(results, desc="phantom subjects", unit="subject", total=n))
+
+
 def generate_cohort(out: Path, n: int, seed: int, registry: ModalityRegistry, graph: PairGraph,
-                    overview_subjects: int = 4) -> CohortSummary:
+                    overview_subjects: int = 4, workers: int | None = None) -> CohortSummary:
     """Render ``n`` subjects with every modality that renders the phantom, then the manifests."""
+    workers = workers or min(os.cpu_count() or 1, 8)
     if n < 5:
         raise DataError(f"--n {n}: the cohort needs at least 5 subjects (a test fifth and one per pair)")
     start = time.perf_counter()
@@ -169,11 +203,7 @@ def generate_cohort(out: Path, n: int, seed: int, registry: ModalityRegistry, gr
     if missing:
         raise DataError(f"{graph.source}: modalities {', '.join(missing)} are not installed")
     renderers = [registry[m] for m in sorted(graph.modalities)]
-    records = []
-    for index in progress(range(n), desc="phantom subjects", unit="subject"):
-        sequence = subject_seed(seed, index)
-        subject = random_subject(f"S{index:04d}", np.random.default_rng(sequence))
-        records.append(write_subject(subject, sequence, renderers, out))
+    records = _render_all(n, seed, renderers, out, workers)
     rendered = sorted({m for r in records for m in r.files})
     absent = sorted(set(graph.modalities) - set(rendered))
     if absent:

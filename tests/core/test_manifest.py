@@ -92,3 +92,13 @@ def test_the_paired_dataset_serves_the_phantoms_key_slices(phantom_cohort, insta
     assert sample["text"].startswith("Findings:") and sample["xray"].shape == (1, 64, 64)
     with pytest.raises(DataError, match="no train-split record has text and mri"):
         PairedDataset(read_manifest(out / "data" / "text-xray.csv", installed), ("text", "mri"), installed)
+
+
+def test_parquet_reads_the_same(images, installed):
+    parquet = pytest.importorskip("pyarrow.parquet")
+    import pyarrow
+
+    path = images / "m.parquet"
+    parquet.write_table(pyarrow.table({"subject_id": ["S1"], "xray": ["a.png"], "split": ["val"]}), path)
+    (record,) = read_manifest(path, installed).records
+    assert (record.subject_id, record.split, record.values) == ("S1", "val", {"xray": "a.png"})

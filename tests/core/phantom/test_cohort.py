@@ -115,3 +115,10 @@ def test_fractions_are_a_partition_of_unity_on_any_grid():
 def test_too_small_a_cohort_is_refused(tmp_path, installed, paper_graph):
     with pytest.raises(DataError, match="at least 5 subjects"):
         generate_cohort(tmp_path, 3, 0, installed, paper_graph)
+
+
+def test_forked_workers_write_the_same_files_as_one_process(tmp_path, installed, paper_graph):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    generate_cohort(serial, 8, 3, installed, paper_graph, workers=1)
+    generate_cohort(parallel, 8, 3, installed, paper_graph, workers=2)
+    assert digest(serial) == digest(parallel)
