@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -112,10 +113,8 @@ def _command_ingest(args: argparse.Namespace) -> int:
     report = ingest(args.folder, load_modalities()[args.modality], args.out)
     print(f"{report.manifest}: {report.records} {args.modality} records from {report.files_seen} candidate files; "
           f"skipped {len(report.skipped)}")
-    reasons: dict[str, int] = {}
-    for _, reason in report.skipped:
-        reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
-    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+    reasons = Counter(reason.split(":")[0] for _, reason in report.skipped)  # the kind, without file details
+    for reason, count in reasons.most_common():
         print(f"  {count:4d} x {reason}")
     if report.skip_report:
         print(f"  every skipped file and its reason: {report.skip_report}")

@@ -251,8 +251,8 @@ def _groups(modality: str, parts: Iterable[Part]) -> tuple[ParamGroup, ...]:
     return tuple(ParamGroup(modality, part) for part in parts)
 
 
-def _imaging_filter(imaging: set[str] | None, names: Iterable[str]) -> tuple[str, ...]:
-    return tuple(name for name in names if imaging is None or name in imaging)
+def _imaging_filter(imaging: set[str], names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(name for name in names if name in imaging)
 
 
 def plan_stages(
