@@ -176,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         # pydicom logs per-file oddities (implicit VR, padding); reasons that matter reach the
         # user as DataErrors, so show pydicom's chatter only with --verbose
+        import pydicom  # noqa: F401  (pydicom sets its logger's level on import: import it first)
+
         logging.getLogger("pydicom").setLevel(logging.ERROR)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
