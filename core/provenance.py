@@ -30,8 +30,7 @@ def medm2g_version() -> str:
 @attrs.frozen
 class Provenance:
     """What generated a sample: ``model`` (a run or checkpoint name), ``source`` (the condition,
-    e.g. "text report" or "mri S0012"), the seed, and when. ``keep_patient`` is the user's
-    explicit request to carry patient identifiers over from the conditioning input."""
+    e.g. "text report" or "mri S0012"), the seed, and when."""
 
     model: str
     source: str = ""
@@ -39,7 +38,6 @@ class Provenance:
     created: str = attrs.field(factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     generator: str = "medm2g"
     version: str = attrs.field(factory=medm2g_version)
-    keep_patient: bool = False
 
     def describe(self) -> str:
         """The sentence DICOM's DerivationDescription and ``medm2g inspect`` show."""
