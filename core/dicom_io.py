@@ -42,6 +42,16 @@ def looks_like_dicom(path: Path) -> bool:
         return False
 
 
+def is_dicom_file(path: Path) -> bool:
+    """A ``.dcm`` suffix, or the 'DICM' marker whatever the name (most DICOM has no suffix)."""
+    return path.suffix.lower() == ".dcm" or looks_like_dicom(path)
+
+
+def dicom_files_in(folder: Path) -> list[Path]:
+    """The DICOM files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p))
+
+
 def _spacing(dataset) -> tuple[float, float] | None:
     spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing")
     try:
@@ -117,7 +127,7 @@ def _slice_position(dataset) -> float | None:
 
 def read_dicom_series(folder: Path, spec: ModalitySpec) -> Pixels:
     """A folder of one series' single-frame files as a volume, slices ordered by position."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix.lower() == ".dcm" or looks_like_dicom(p)))
+    files = dicom_files_in(folder)
     if not files:
         raise DataError(f"{folder}: folder holds no DICOM files")
     datasets = [(path, read_dataset(path)) for path in files]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import attrs
 
-from medm2g.core.dicom_io import looks_like_dicom, quiet_pydicom
+from medm2g.core.dicom_io import dicom_files_in, is_dicom_file, looks_like_dicom, quiet_pydicom
 from medm2g.core.errors import DataError
 from medm2g.core.progress import progress
 from medm2g.registry import Modality, ModalityKind
@@ -67,7 +67,7 @@ def _group_series(files: list[Path]) -> tuple[list[tuple[Path, str]], list[Path]
     by_series: dict[tuple[Path, str], list[tuple[Path, object]]] = defaultdict(list)
     singles = []
     for path in files:
-        header = _header(path) if path.suffix.lower() == ".dcm" or looks_like_dicom(path) else None
+        header = _header(path) if is_dicom_file(path) else None
         if header is None or _frames(header) != 1 or "SeriesInstanceUID" not in header:
             singles.append(path)
             continue
@@ -77,7 +77,7 @@ def _group_series(files: list[Path]) -> tuple[list[tuple[Path, str]], list[Path]
         series_per_folder[folder] += 1
     folders = []
     for (folder, _), members in sorted(by_series.items(), key=lambda item: str(item[0])):
-        all_in_folder = sum(1 for p in folder.iterdir() if p.is_file() and (p.suffix.lower() == ".dcm" or looks_like_dicom(p)))
+        all_in_folder = len(dicom_files_in(folder))
         if len(members) > 1 and series_per_folder[folder] == 1 and all_in_folder == len(members):
             folders.append((folder, str(members[0][1].get("PatientID", "") or folder.name)))
         else:
@@ -109,7 +109,7 @@ def ingest(root: Path, modality: Modality, out: Path) -> IngestReport:
             skipped.append((str(path), f"unexpected {type(error).__name__}: {error}"))
             continue
         if subject is None:
-            header = _header(path) if path.is_file() and (path.suffix.lower() == ".dcm" or looks_like_dicom(path)) else None
+            header = _header(path) if path.is_file() and is_dicom_file(path) else None
             subject = str(header.get("PatientID", "") or "") if header is not None else ""
             subject = subject or path.stem.removesuffix(".nii")
         rows.append({"subject_id": subject, "split": "", modality.name: os.path.relpath(path, out.parent)})

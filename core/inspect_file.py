@@ -54,18 +54,18 @@ def _inspect_dicom(path: Path) -> InspectResult:
 
 
 def inspect_file(path: Path) -> InspectResult:
-    from medm2g.core.dicom_io import looks_like_dicom
+    from medm2g.core.dicom_io import dicom_files_in, is_dicom_file
 
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and (p.suffix.lower() == ".dcm" or looks_like_dicom(p)))
+        files = dicom_files_in(path)
         if not files:
             raise DataError(f"{path}: folder holds no DICOM files")
         return attrs.evolve(_inspect_dicom(files[0]), path=path)
     name = path.name.lower()
-    if name.endswith(".dcm") or looks_like_dicom(path):
+    if is_dicom_file(path):
         return _inspect_dicom(path)
     if name.endswith(".png"):
         from PIL import Image

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import shutil
 import time
@@ -35,8 +34,6 @@ from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
 from medm2g.core.progress import progress
 from medm2g.core.provenance import Provenance
 from medm2g.registry import Modality, ModalityKind, ModalityRegistry
-
-logger = logging.getLogger(__name__)
 
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
@@ -68,10 +65,10 @@ def subject_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, index])
 
 
-def _key_slice(mask: torch.Tensor | None, slices: int) -> int:
-    """The slice with the most lesion voxels, or the middle slice of a normal subject."""
-    if mask is None or mask.sum() == 0:
-        return slices // 2
+def _key_slice(mask: torch.Tensor) -> int:
+    """The slice of a (D, 1, H, W) mask with the most lesion voxels, or the middle slice of a normal subject."""
+    if mask.sum() == 0:
+        return mask.shape[0] // 2
     return int(mask.flatten(1).sum(1).argmax())
 
 
@@ -114,20 +111,20 @@ def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, r
             _write_mask(rendering.lesion_mask, mask_path)
             masks[modality.name] = mask_path.relative_to(out).as_posix()
             if modality.spec.kind is ModalityKind.VOLUME and key_slice is None:
-                key_slice = _key_slice(rendering.lesion_mask, rendering.lesion_mask.shape[0])
+                key_slice = _key_slice(rendering.lesion_mask)
     finding = attrs.asdict(subject.finding)
     (folder / "finding.json").write_text(json.dumps({"subject_id": subject.subject_id, **finding, "key_slice": key_slice}, indent=2))
     return SubjectRecord(subject.subject_id, files, variants, masks, finding, key_slice or 0)
 
 
-def assign_groups(n: int, pairs: list[str]) -> tuple[list[str], dict[str, list[int]]]:
+def assign_groups(n: int, pairs: list[str]) -> tuple[list[int], dict[str, list[int]]]:
     """Every fifth subject is held out for test; the rest go round-robin to the pairs, so no
     training subject is seen in two pairs (text and MRI are never seen together)."""
     step = round(1 / TEST_FRACTION)
     test = [i for i in range(n) if i % step == step - 1]
     rest = [i for i in range(n) if i % step != step - 1]
     groups = {pair: rest[number:: len(pairs)] for number, pair in enumerate(pairs)}
-    return [str(i) for i in test], groups
+    return test, groups
 
 
 def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -> dict[str, int]:
@@ -155,7 +152,7 @@ def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -
         rows = [row(records[i], "val" if i in validation else "train", {edge.a, edge.b}) for i in members]
         for dataset in edge.dataset:
             write(out / dataset, rows)
-    write(out / "data" / "test.csv", [row(records[int(i)], "test", set(modalities)) for i in test_ids])
+    write(out / "data" / "test.csv", [row(records[i], "test", set(modalities)) for i in test_ids])
     return counts
 
 

@@ -12,7 +12,7 @@ import importlib.resources
 from functools import lru_cache
 from pathlib import Path
 
-from medm2g.core.dicom_io import looks_like_dicom
+from medm2g.core.dicom_io import is_dicom_file
 from medm2g.core.errors import DataError, PluginError
 from medm2g.core.provenance import sidecar_path
 from medm2g.core.models.text_diffuser import TextDiffuser, TextDiffuserConfig
@@ -89,7 +89,7 @@ def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> TextDi
 
 @hookimpl
 def medm2g_read(spec: ModalitySpec, path: Path) -> str:
-    if path.suffix.lower() == ".dcm" or (path.is_file() and looks_like_dicom(path)):
+    if is_dicom_file(path):
         return read_structured_report(path)
     if path.suffix.lower() != ".txt":
         raise DataError(f"{path}: unsupported file type {path.suffix or '(none)'} for text (expected .txt or a DICOM SR)")
