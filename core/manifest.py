@@ -141,7 +141,8 @@ def manifest_problems(manifest: Manifest, registry: ModalityRegistry, check_file
             problems.append(f"{where}: no modality has a value")
         if check_files:
             for modality, value in record.values.items():
-                if not is_inline_text(registry, modality, value) and not manifest.resolve(value).is_file():
+                # exists, not is_file: a DICOM series is a folder (medm2g ingest writes those)
+                if not is_inline_text(registry, modality, value) and not manifest.resolve(value).exists():
                     problems.append(f"{where}: {modality} file not found: {value}")
         key = (record.subject_id, record.split, tuple(sorted(record.values.items())), record.slice_index)
         if key in seen:

@@ -36,7 +36,7 @@ def test_a_mixed_folder_keeps_the_good_files_and_reports_the_rest(tmp_path, inst
 
 def test_single_frame_series_become_one_volume_record(tmp_path, installed):
     report = ingest(TEST_FILES / "dicomdirtests" / "77654033", installed["ct"], tmp_path / "ct.csv")
-    manifest = read_manifest(report.manifest, installed)
+    manifest = validate_manifest(read_manifest(report.manifest, installed), installed)
     paths = [Path(r.values["ct"]).name for r in manifest.records]
     assert "CT2" in paths and manifest.records[0].subject_id == "77654033"
     assert all(reason.startswith("DICOM Modality is CR") for _, reason in report.skipped)
