@@ -242,6 +242,13 @@ class PhantomSubject:
         return fractions
 
 
+@functools.lru_cache(maxsize=1)
+def _template_brain() -> np.ndarray:
+    """CSF + GM + WM fraction on the template grid; every lesion placement reads it."""
+    volume, _ = template_fractions()
+    return volume[TISSUES.index("csf"): TISSUES.index("wm") + 1].sum(0).numpy()
+
+
 @functools.lru_cache(maxsize=4)
 def _subject_fractions(subject: PhantomSubject, grid: SamplingGrid) -> torch.Tensor:
     return subject._sample_fractions(grid)
@@ -249,8 +256,8 @@ def _subject_fractions(subject: PhantomSubject, grid: SamplingGrid) -> torch.Ten
 
 def _place_lesion(rng: np.random.Generator, region: str, side: str, radius_mm: float) -> tuple[float, float, float]:
     """A centre (template mm) inside the region's box whose surroundings are mostly brain."""
-    volume, affine = template_fractions()
-    brain = volume[1:4].sum(0).numpy()
+    _, affine = template_fractions()
+    brain = _template_brain()
     box = REGION_BOXES[region]
     inverse = np.linalg.inv(affine)
     sign = -1.0 if side == "left" else 1.0  # RAS: x < 0 is the patient's left
