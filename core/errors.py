@@ -25,3 +25,7 @@ class DataError(MedM2GError):
 
 class CheckpointError(MedM2GError):
     """A checkpoint is missing, incomplete or does not match the model it is loaded into."""
+
+
+class ConfigError(MedM2GError):
+    """A run config file, preset or command-line override is malformed."""

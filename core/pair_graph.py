@@ -18,10 +18,11 @@ from typing import Any, Iterable, Mapping
 import attrs
 import cattrs
 import yaml
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import IterableValidationError
 from cattrs.gen import make_dict_structure_fn, override
 
 from medm2g.core.errors import GraphError
+from medm2g.core.structuring import strict_converter, structure_or_explain
 from medm2g.registry.manager import unknown_modality_message
 
 
@@ -67,7 +68,10 @@ class PairGraph:
     ``center`` is the central modality of the alignment star; when omitted the
     engine chooses the modality that links the most others through paired data.
     ``freeze_center`` keeps the centre's prompt encoder frozen from the first
-    alignment stage on (a pretrained text encoder, say).
+    alignment stage on (a pretrained text encoder, say). ``evaluation`` names a
+    held-out manifest whose records carry several modalities of one subject
+    (retrieval and generation are scored on it); like datasets, it is relative
+    to the graph file.
     """
 
     modalities: tuple[str, ...] = attrs.field(converter=tuple)
@@ -76,6 +80,7 @@ class PairGraph:
     description: str = ""
     center: str | None = None
     freeze_center: bool = False
+    evaluation: str | None = None
     source: str = "<memory>"
 
     def base_dir(self) -> Path:
@@ -83,34 +88,8 @@ class PairGraph:
         return Path(self.source).parent if self.source != "<memory>" else Path.cwd()
 
 
-def _keep_message(exc: BaseException, type_: Any) -> str:
-    """cattrs' default formatter replaces validator messages with generic ones; keep them."""
-    if isinstance(exc, KeyError):
-        return "required field missing"
-    if isinstance(exc, ForbiddenExtraKeysError):
-        return f"unknown key(s) {', '.join(sorted(exc.extra_fields))}"
-    if isinstance(exc, (ValueError, TypeError)) and type_ is not None and str(exc):
-        if "invalid literal" in str(exc) or "could not convert" in str(exc):
-            return f"expected {getattr(type_, '__name__', type_)}, got an incompatible value"
-        return str(exc)
-    return cattrs.v.format_exception(exc, type_)
-
-
 def _make_converter() -> cattrs.Converter:
-    converter = cattrs.Converter(forbid_extra_keys=True)
-
-    def strict_str(value: Any, _type: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError(f"expected a string, got {type(value).__name__} {value!r}")
-        return value
-
-    def strict_bool(value: Any, _type: Any) -> bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"expected true or false, got {value!r}")
-        return value
-
-    converter.register_structure_hook(str, strict_str)
-    converter.register_structure_hook(bool, strict_bool)
+    converter = strict_converter()
     converter.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda value, _t: _string_list(value))
     edge_fn = make_dict_structure_fn(
         PairEdge, converter, _cattrs_forbid_extra_keys=True,
@@ -162,23 +141,11 @@ def _string_list(value: Any) -> tuple[str, ...]:
 CONVERTER = _make_converter()
 
 
-def _yaml_path(cattrs_path: str) -> str:
-    """'$.pairs[2].b' -> 'pairs[2].b'."""
-    return cattrs_path.removeprefix("$").removeprefix(".") or "(top level)"
-
-
 def structure_pair_graph(data: Any, source: str = "<memory>") -> PairGraph:
     """Turn parsed YAML into a :class:`PairGraph`, or raise one :class:`GraphError` listing every problem."""
     if not isinstance(data, Mapping):
         raise GraphError(f"{source}: expected a mapping with 'modalities' and 'pairs', got {type(data).__name__}")
-    try:
-        graph = CONVERTER.structure(dict(data), PairGraph)
-    except (ClassValidationError, IterableValidationError) as error:
-        problems = []
-        for line in cattrs.transform_error(error, path="$", format_exception=_keep_message):
-            message, _, where = line.rpartition(" @ ")
-            problems.append(f"{_yaml_path(where)}: {message}")
-        raise GraphError(f"{source}: " + "; ".join(problems)) from None
+    graph = structure_or_explain(CONVERTER, dict(data), PairGraph, source, GraphError)
     return attrs.evolve(graph, source=source)
 
 

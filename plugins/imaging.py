@@ -8,7 +8,7 @@ plugin repeats the same seven hook bodies. Register an *instance* of it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import torch
@@ -18,6 +18,7 @@ from medm2g.core.errors import PluginError
 from medm2g.core.imaging_io import read_imaging, write_imaging
 from medm2g.core.models.image_encoder import ImageEncoderConfig, ImagePromptEncoder
 from medm2g.core.models.image_latent import ImageDenoiser, ImageUNetConfig, ImageVAE, ImageVAEConfig
+from medm2g.core.models.options import apply_options
 from medm2g.registry import ModalitySpec, ModelSize, PhantomRendering, hookimpl
 
 
@@ -73,8 +74,10 @@ class ImagingModalityPlugin:
         return self.spec
 
     @hookimpl
-    def medm2g_prompt_encoder(self, spec: ModalitySpec, size: ModelSize, embed_dim: int) -> ImagePromptEncoder:
-        return ImagePromptEncoder(self._size(size).encoder, spec.channels, embed_dim)
+    def medm2g_prompt_encoder(self, spec: ModalitySpec, size: ModelSize, embed_dim: int,
+                              options: Mapping[str, Any]) -> ImagePromptEncoder:
+        config = apply_options(self._size(size).encoder, options, f"models.{spec.name}.prompt_encoder")
+        return ImagePromptEncoder(config, spec.channels, embed_dim)
 
     @hookimpl
     def medm2g_vae(self, spec: ModalitySpec, size: ModelSize) -> ImageVAE:

@@ -14,7 +14,7 @@ tensors (C, H, W) on the spec's ``image_size`` grid with intensities in [-1, 1]
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pluggy
 
@@ -52,13 +52,20 @@ def medm2g_modality_spec() -> ModalitySpec:
 
 
 @hookspec(firstresult=True)
-def medm2g_prompt_encoder(spec: ModalitySpec, size: ModelSize, embed_dim: int) -> "torch.nn.Module":
+def medm2g_prompt_encoder(
+    spec: ModalitySpec, size: ModelSize, embed_dim: int, options: Mapping[str, Any]
+) -> "torch.nn.Module":
     """Build the modality's prompt encoder C_M (paper, section 3.2).
 
-    Called when a stage needs the encoder. Return a fresh, randomly initialised
-    ``nn.Module`` whose ``forward(batch)`` maps a batch of model-space samples
-    (a tensor (B, C, H, W), or a list of ``str`` for text) to embeddings of
-    shape (B, embed_dim) in the shared space. Required.
+    Called when a stage needs the encoder. Return a fresh ``nn.Module`` whose
+    ``forward(batch)`` maps a batch of model-space samples (a tensor (B, C, H, W),
+    or a list of ``str`` for text) to embeddings of shape (B, embed_dim) in the
+    shared space. Required.
+
+    ``options`` comes from the run config's ``models.<modality>.prompt_encoder``
+    (``{}`` by default): overrides of the size's config, such as a backbone name or
+    a local weights file. Raise :class:`~medm2g.core.errors.PluginError` naming
+    any option you do not know; omit the argument if you take none.
 
     Example::
 

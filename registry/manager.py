@@ -65,9 +65,10 @@ class Modality:
                 return impl.function(*(kwargs[arg] for arg in impl.argnames))
         raise PluginError(f"plugin {self.source} does not implement {hook_name} for modality {self.name!r}")
 
-    def prompt_encoder(self, size: ModelSize | str, embed_dim: int):
-        """C_M: a fresh prompt encoder mapping a batch to (B, embed_dim)."""
-        return self._call("medm2g_prompt_encoder", spec=self.spec, size=ModelSize(size), embed_dim=embed_dim)
+    def prompt_encoder(self, size: ModelSize | str, embed_dim: int, options: Mapping[str, Any] | None = None):
+        """C_M: a fresh prompt encoder mapping a batch to (B, embed_dim); ``options`` override its config."""
+        return self._call("medm2g_prompt_encoder", spec=self.spec, size=ModelSize(size), embed_dim=embed_dim,
+                          options=dict(options or {}))
 
     def vae(self, size: ModelSize | str):
         """A fresh VAE mapping a batch to (B, *spec.latent_shape) and back."""

@@ -30,6 +30,13 @@ def test_the_wheel_installs_only_the_medm2g_namespace(tmp_path):
     assert "medm2g/graphs/medm2g.yaml" in names and "medm2g/graphs/pair-graph.schema.json" in names
     assert "medm2g/plugins/text/vocabulary.txt" in names
     assert not any(name.startswith(("medm2g/tests", "medm2g/examples")) for name in names)
+    source_modules = {
+        f"medm2g/{path.relative_to(ROOT).as_posix()}"
+        for top in ("core", "registry", "plugins")
+        for path in (ROOT / top).rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert source_modules - set(names) == set()  # every sub-package is listed in pyproject
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,11 @@ class ImagePromptEncoder(nn.Module):
             state = load_file(str(path))
         except Exception as error:  # safetensors raises its own error types for corrupt files
             raise CheckpointError(f"{path}: not a readable safetensors file: {error}") from error
-        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # shape mismatches raise even when not strict
+            first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+            raise CheckpointError(f"{path}: weights do not fit timm model {self.config.backbone!r}: {first}") from None
         if missing:
             raise CheckpointError(
                 f"{path}: weights do not fit timm model {self.config.backbone!r}: "

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
 
+from medm2g.core.errors import CheckpointError
+
 
 @attrs.frozen
 class TextEncoderConfig:
@@ -28,7 +30,10 @@ class TextPromptEncoder(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         if config.pretrained:
-            self.bert = BertModel.from_pretrained(config.pretrained, local_files_only=True)
+            try:
+                self.bert = BertModel.from_pretrained(config.pretrained, local_files_only=True)
+            except (OSError, ValueError) as error:
+                raise CheckpointError(f"{config.pretrained}: not a local Hugging Face BERT folder: {error}") from None
         else:
             self.bert = BertModel(
                 BertConfig(

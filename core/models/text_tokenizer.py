@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import BertTokenizerFast, PreTrainedTokenizerBase
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from medm2g.core.errors import CheckpointError
 
@@ -27,4 +29,31 @@ def load_tokenizer(vocabulary_or_folder: Path | str) -> PreTrainedTokenizerBase:
             raise CheckpointError(f"{path}: not a tokenizer folder: {error}") from error
     if not path.is_file():
         raise CheckpointError(f"{path}: tokenizer vocabulary not found")
-    return BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
+    return wordpiece_tokenizer(path)
+
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+                  "mask_token": "[MASK]"}
+
+
+def wordpiece_tokenizer(vocabulary: Path) -> PreTrainedTokenizerFast:
+    """A BERT-style (lowercasing, [CLS] ... [SEP]) WordPiece tokenizer over a one-token-per-line file.
+
+    Built from the ``tokenizers`` parts rather than ``BertTokenizerFast(vocab_file=...)``:
+    transformers 5 silently ignores ``vocab_file`` there and returns a five-token
+    vocabulary that maps every word to [UNK].
+    """
+    tokens = [line.rstrip("\n") for line in vocabulary.read_text(encoding="utf-8").splitlines() if line.strip()]
+    vocab = {token: index for index, token in enumerate(dict.fromkeys(tokens))}
+    missing = [token for token in SPECIAL_TOKENS.values() if token not in vocab]
+    if missing:
+        raise CheckpointError(f"{vocabulary}: vocabulary lacks the special tokens {', '.join(missing)}")
+    backend = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS)

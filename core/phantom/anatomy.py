@@ -75,7 +75,6 @@ def template_fractions() -> tuple[torch.Tensor, np.ndarray]:
     Loaded once per process from the files nilearn ships (no download).
     """
     from nilearn import datasets
-
     from scipy import ndimage
 
     gm_image = datasets.load_mni152_gm_template(resolution=2)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import importlib.resources
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Mapping
 
 from medm2g.core.dicom_io import is_dicom_file
 from medm2g.core.errors import DataError, PluginError
-from medm2g.core.provenance import sidecar_path
+from medm2g.core.models.options import apply_options
 from medm2g.core.models.text_diffuser import TextDiffuser, TextDiffuserConfig
 from medm2g.core.models.text_encoder import TextEncoderConfig, TextPromptEncoder
 from medm2g.core.models.text_tokenizer import load_tokenizer
 from medm2g.core.models.text_vae import TextVAE, TextVAEConfig
+from medm2g.core.provenance import sidecar_path
 from medm2g.plugins.text.phantom import render as render_phantom
 from medm2g.plugins.text.structured_report import read_structured_report
 from medm2g.registry import TEXT_LATENT_SHAPE, ModalitySpec, ModelSize, PhantomRendering, hookimpl
@@ -70,8 +72,13 @@ def medm2g_modality_spec() -> ModalitySpec:
 
 
 @hookimpl
-def medm2g_prompt_encoder(spec: ModalitySpec, size: ModelSize, embed_dim: int) -> TextPromptEncoder:
-    return TextPromptEncoder(_config(ENCODERS, size), default_tokenizer(), embed_dim)
+def medm2g_prompt_encoder(spec: ModalitySpec, size: ModelSize, embed_dim: int,
+                          options: Mapping[str, Any]) -> TextPromptEncoder:
+    """The size's BERT, or with ``options: {pretrained: FOLDER}`` a local Hugging Face model
+    and the tokenizer saved beside it (a radiology BERT on disk, say)."""
+    config = apply_options(_config(ENCODERS, size), options, "models.text.prompt_encoder")
+    tokenizer = load_tokenizer(config.pretrained) if config.pretrained else default_tokenizer()
+    return TextPromptEncoder(config, tokenizer, embed_dim)
 
 
 @hookimpl

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medm2g.core.errors import GraphError
-from medm2g.core.graph_engine import ParamGroup, Part, StageKind, build_plan
+from medm2g.core.graph_engine import ParamGroup, StageKind, build_plan
 from medm2g.core.pair_graph import PairEdge, PairGraph, load_pair_graph
 
 GRAPHS = Path(__file__).parents[2] / "graphs"

@@ -15,6 +15,7 @@ from medm2g.core.losses import (
     visual_invariant_loss,
 )
 
+
 @st.composite
 def embedding_pairs(draw, min_batch=2, max_batch=12):
     batch = draw(st.integers(min_batch, max_batch))

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from medm2g.registry import MODALITY_HOOKS, Modality
-from medm2g.registry import hookspecs
+from medm2g.registry import MODALITY_HOOKS, Modality, hookspecs
 
 CONTRIBUTING = (Path(__file__).parents[2] / "CONTRIBUTING.md").read_text()
 

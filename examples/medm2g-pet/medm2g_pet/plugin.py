@@ -8,7 +8,6 @@ from medm2g.core.augmentations import Compose, IntensityJitter, SmallAffine
 from medm2g.core.imaging_io import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
 from medm2g.registry import IntensityConvention, ModalitySpec
-
 from medm2g_pet.counts import CountNoise
 
 SPEC = ModalitySpec(

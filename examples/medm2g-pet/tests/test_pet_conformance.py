@@ -1,10 +1,10 @@
 """Run medm2g's conformance checks on the PET plugin: what every plugin author does."""
 
 import torch
+from medm2g_pet.counts import CountNoise
 
 from medm2g.registry import load_modalities
 from medm2g.registry.conformance import ModalityConformance
-from medm2g_pet.counts import CountNoise
 
 
 class TestPetConformance(ModalityConformance):

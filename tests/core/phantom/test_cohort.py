@@ -14,6 +14,7 @@ from medm2g.core.phantom.anatomy import TISSUES, SamplingGrid, random_subject
 from medm2g.core.phantom.cohort import generate_cohort
 from medm2g.core.phantom.overview import _load_mask
 
+
 @pytest.fixture(scope="module")
 def cohort(phantom_cohort):
     return phantom_cohort

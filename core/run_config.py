@@ -1,0 +1,164 @@
+"""How a run trains: model size, shared-space width, per-stage hyperparameters, model overrides.
+
+The pair graph says *what* is trained on which data; a run config says *how*.
+Every field has a default, so a run needs no config file; a YAML file overrides
+any subset (unknown keys are errors naming the file and the field), and
+``medm2g config`` prints the full defaults to start from.
+
+``models`` passes options to a modality's model factories, keyed by modality and
+part, for example a timm backbone by name with weights from a local file, or a
+local Hugging Face folder holding a radiology BERT::
+
+    models:
+      xray: {prompt_encoder: {backbone: resnet18, weights: /data/resnet18-xray.safetensors}}
+      text: {prompt_encoder: {pretrained: /models/radiology-bert}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+import cattrs
+import yaml
+
+from medm2g.core.errors import ConfigError
+from medm2g.core.losses import BARLOW_TWINS_LAMBDA
+from medm2g.core.structuring import strict_converter, structure_or_explain
+from medm2g.registry import ModelSize
+
+
+def _positive(instance, attribute, value) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _non_negative(instance, attribute, value) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be zero or positive, got {value}")
+
+
+def _at_least_two(instance, attribute, value) -> None:
+    if value < 2:
+        raise ValueError(f"{attribute.name} must be at least 2 (contrastive and batch-statistic losses need pairs), got {value}")
+
+
+@attrs.frozen
+class AlignmentConfig:
+    """Central alignment (eq. 3) with the medical visual invariant (eq. 4), per alignment stage.
+
+    The loss of a stage is ``info_nce_weight * L_InfoNCE + visual_invariant_weight *
+    sum over its trained imaging encoders of L_VI``; ``visual_invariant: false`` drops
+    the second term (the paper's ablation). The InfoNCE temperature starts at
+    ``temperature`` and is learned within [0.01, 1] unless ``learn_temperature`` is off.
+    """
+
+    steps: int = attrs.field(default=150, validator=_positive)
+    batch_size: int = attrs.field(default=32, validator=_at_least_two)
+    learning_rate: float = attrs.field(default=3e-4, validator=_positive)
+    weight_decay: float = attrs.field(default=1e-4, validator=_non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=_non_negative)
+    temperature: float = attrs.field(default=0.07, validator=_positive)
+    learn_temperature: bool = True
+    info_nce_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    visual_invariant: bool = True
+    visual_invariant_weight: float = attrs.field(default=0.5, validator=_non_negative)
+    lambda_offdiagonal: float = attrs.field(default=BARLOW_TWINS_LAMBDA, validator=_non_negative)
+    checkpoint_every: int = attrs.field(default=50, validator=_positive)
+
+
+@attrs.frozen
+class RunConfig:
+    """Everything about a run that is not in the pair graph.
+
+    ``embed_dim`` is the width of the shared space every C_M maps into. ``device``
+    is ``auto`` (CUDA when present), ``cpu`` or a torch device string.
+    """
+
+    size: ModelSize = attrs.field(default=ModelSize.CPU, converter=ModelSize)
+    embed_dim: int = attrs.field(default=256, validator=_positive)
+    seed: int = 0
+    device: str = "auto"
+    alignment: AlignmentConfig = AlignmentConfig()
+    models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+
+    def model_options(self, modality: str, part: str) -> dict[str, Any]:
+        return dict(self.models.get(modality, {}).get(part, {}))
+
+
+MODEL_PARTS = ("prompt_encoder",)
+"""The model factories that take options from ``models`` (see the hooks' ``options`` argument)."""
+
+
+def _structure_models(value: Any, _type: Any) -> dict:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping modality -> part -> options, got {type(value).__name__}")
+    models: dict = {}
+    for modality, parts in value.items():
+        if not isinstance(parts, Mapping):
+            raise ValueError(f"{modality}: expected a mapping of parts ({', '.join(MODEL_PARTS)}), got {parts!r}")
+        for part, options in parts.items():
+            if part not in MODEL_PARTS:
+                raise ValueError(f"{modality}.{part}: unknown model part (known: {', '.join(MODEL_PARTS)})")
+            if not isinstance(options, Mapping):
+                raise ValueError(f"{modality}.{part}: expected a mapping of options, got {options!r}")
+        models[str(modality)] = {str(part): dict(options) for part, options in parts.items()}
+    return models
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = strict_converter()
+    converter.register_structure_hook(ModelSize, lambda value, _t: ModelSize(value))
+    converter.register_structure_hook_func(
+        lambda t: t == Mapping[str, Mapping[str, Mapping[str, Any]]], _structure_models
+    )
+    return converter
+
+
+CONVERTER = _make_converter()
+
+
+def structure_run_config(data: Any, source: str = "<memory>") -> RunConfig:
+    if data is None:
+        return RunConfig()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of run settings, got {type(data).__name__}")
+    return structure_or_explain(CONVERTER, dict(data), RunConfig, source, ConfigError)
+
+
+def load_run_config(path: Path | str | None) -> RunConfig:
+    """The defaults, overridden by the YAML file at ``path`` when one is given."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read run config: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: malformed YAML: {where}{getattr(error, 'problem', None) or error}") from None
+    return structure_run_config(data, str(path))
+
+
+def run_config_to_dict(config: RunConfig) -> dict:
+    """Plain data (for records and ``medm2g config``) that :func:`structure_run_config` reads back."""
+    data = CONVERTER.unstructure(config)
+    data["size"] = config.size.value
+    return data
+
+
+def with_overrides(config: RunConfig, **changes: Any) -> RunConfig:
+    """A copy with dotted fields replaced (``alignment.steps=10``), for command-line flags."""
+    data = run_config_to_dict(config)
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return structure_run_config(data, "command line")

@@ -1,0 +1,260 @@
+"""Central alignment training (sections 3.2 and 3.3): the alignment stages of a plan.
+
+Each stage aligns one star edge A-B on the paired data the graph names for it:
+
+    L = w_nce * InfoNCE(C_A(x_A), C_B(x_B))                       (eq. 3)
+      + w_vi  * sum over trained imaging M of L_VI(C_M(v1), C_M(v2))   (eq. 4)
+
+where v1, v2 are two augmented views from M's plugin; v1 is also what InfoNCE
+sees, so the visual invariant costs one extra forward pass, not two. Only the
+encoders the stage trains get gradients and optimizer state; the other side is
+frozen (eval mode, no grad), which is what makes the star work: MRI learns to
+map next to the CT embedding that is already aligned with text.
+
+A stage checkpoints every ``checkpoint_every`` steps and a run resumes at the
+stage and step where it stopped; batches and augmentations are functions of
+(seed, stage, step), so a resumed stage takes the same steps as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Mapping
+
+import attrs
+import torch
+from torch import nn
+
+from medm2g.core.checkpoints import read_json, write_json
+from medm2g.core.errors import DataError
+from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
+from medm2g.core.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
+from medm2g.core.manifest import read_manifest, validate_manifest
+from medm2g.core.progress import progress
+from medm2g.core.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
+from medm2g.core.run_config import AlignmentConfig, RunConfig, run_config_to_dict
+from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.training.data import manifest_path, paired_records
+from medm2g.core.training.encoders import (
+    build_prompt_encoder,
+    load_prompt_encoders,
+    resolve_device,
+    save_prompt_encoder,
+)
+from medm2g.core.training.history import append_history, draw_curves, read_history, truncate_history
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.state import load_training_state, save_training_state
+from medm2g.registry import ModalityRegistry
+
+logger = logging.getLogger("medm2g.align")
+
+
+@attrs.frozen
+class AlignmentStageResult:
+    stage: Stage
+    record: dict
+    skipped: bool  # already complete in this run folder
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+
+def _seed_step(seed: int, stage: Stage, step: int) -> torch.Generator:
+    """Seed everything random in one step (dropout uses the global generator) from
+    (seed, stage, step), and return the generator of its augmentations."""
+    step_seed = seed * 1_000_003 + stage.index * 10_007 + step
+    torch.manual_seed(step_seed)
+    return torch.Generator().manual_seed(step_seed)
+
+
+def _to_device(samples, device: torch.device):
+    return samples.to(device) if isinstance(samples, torch.Tensor) else samples
+
+
+class AlignmentStep:
+    """The loss of one alignment stage on one batch: eq. 3 plus eq. 4 for its VI modalities."""
+
+    def __init__(self, stage: Stage, encoders: Mapping[str, nn.Module], augmentations: Mapping[str, object],
+                 temperature: LearnableTemperature, config: AlignmentConfig):
+        self.stage, self.encoders, self.augmentations = stage, encoders, augmentations
+        self.temperature, self.config = temperature, config
+        self.trained = {group.modality for group in stage.trains}
+        self.visual_invariant = set(stage.visual_invariant) if config.visual_invariant else set()
+
+    def __call__(self, batch: dict, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
+        embeddings, vi_terms = {}, {}
+        for modality in self.stage.modalities:
+            samples = _to_device(batch[modality], device)
+            encoder = self.encoders[modality]
+            if modality not in self.trained:
+                with torch.no_grad():
+                    embeddings[modality] = encoder(samples)
+                continue
+            if modality in self.visual_invariant:
+                augment = self.augmentations[modality]
+                view_1, view_2 = augment(samples, generator), augment(samples, generator)
+                z_1, z_2 = encoder(torch.cat([view_1, view_2])).chunk(2)
+                vi_terms[modality] = visual_invariant_loss(z_1, z_2, self.config.lambda_offdiagonal)
+                embeddings[modality] = z_1
+            else:
+                embeddings[modality] = encoder(samples)
+        a, b = self.stage.modalities
+        tau = self.temperature() if self.config.learn_temperature else torch.tensor(self.config.temperature)
+        info_nce = symmetric_info_nce(embeddings[a], embeddings[b], tau)
+        loss = self.config.info_nce_weight * info_nce
+        logs = {"loss": 0.0, "info_nce": float(info_nce.detach()), "temperature": float(tau.detach())}
+        for modality, term in vi_terms.items():
+            loss = loss + self.config.visual_invariant_weight * term
+            logs[f"vi_{modality}"] = float(term.detach())
+        logs["loss"] = float(loss.detach())
+        return loss, logs
+
+
+def _freeze(encoder: nn.Module) -> None:
+    encoder.eval()
+    encoder.requires_grad_(False)
+
+
+@torch.no_grad()
+def _validation_recall(graph, stage: Stage, encoders, registry, device) -> dict | None:
+    """R@1 both ways on the stage's validation records, when it has at least two."""
+    try:
+        data = paired_records(graph, stage.datasets, stage.modalities, registry, split="val")
+    except Exception:  # no validation split is normal for user data
+        return None
+    if len(data) < 2:
+        return None
+    a, b = stage.modalities
+    items = [data[i] for i in range(len(data))]
+    z_a = embed(encoders[a], [item[a] for item in items], device)
+    z_b = embed(encoders[b], [item[b] for item in items], device)
+    return {"subjects": len(items), f"{a}->{b} R@1": recall_at_k(z_a, z_b, (1,))[1],
+            f"{b}->{a} R@1": recall_at_k(z_b, z_a, (1,))[1], "chance R@1": 1 / len(items)}
+
+
+def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn.Module], registry: ModalityRegistry,
+                        config: RunConfig, layout: RunLayout, device: torch.device) -> dict:
+    """Train one alignment stage from where it stopped; returns its record."""
+    settings = config.alignment
+    trained = [group.modality for group in stage.trains]
+    for modality in stage.modalities:
+        encoders[modality].to(device)
+        if modality in trained:
+            encoders[modality].train().requires_grad_(True)
+        else:
+            _freeze(encoders[modality])
+    data = paired_records(plan.graph, stage.datasets, stage.modalities, registry, split="train")
+    batch_size = min(settings.batch_size, len(data))
+    temperature = LearnableTemperature(settings.temperature).to(device)
+    augmentations = {m: registry[m].augmentation() for m in stage.visual_invariant}
+    compute = AlignmentStep(stage, encoders, augmentations, temperature, settings)
+    parameters = [p for m in trained for p in encoders[m].parameters()]
+    if settings.learn_temperature:
+        parameters += list(temperature.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, settings.steps, settings.warmup_steps))
+    stateful = {**{m: encoders[m] for m in trained}, "temperature": temperature}
+
+    step = 0
+    state_path, history_path = layout.stage_state(stage), layout.stage_history(stage)
+    if state_path.is_file():
+        step, _ = load_training_state(state_path, stateful, optimizer, scheduler=schedule)
+        truncate_history(history_path, step)
+        logger.info("%s: resuming at step %d of %d", stage.title, step, settings.steps)
+    elif history_path.exists():
+        history_path.unlink()
+
+    pending: list[dict] = []
+    started = time.perf_counter()
+    bar = progress(range(step, settings.steps), desc=f"stage {stage.index} {stage.title}", unit="step",
+                   total=settings.steps - step)
+    for step in bar:
+        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
+        loss, logs = compute(batch, _seed_step(config.seed, stage, step), device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        pending.append({"step": step, **logs, "lr": schedule.get_last_lr()[0],
+                        "seconds": time.perf_counter() - started})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", nce=f"{logs['info_nce']:.3f}")
+        done = step + 1
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            append_history(history_path, pending)
+            pending = []
+            if done < settings.steps:
+                save_training_state(state_path, stateful, optimizer, done, scheduler=schedule)
+            logger.info("%s: step %d/%d loss %.3f (InfoNCE %.3f)", stage.title, done, settings.steps,
+                        logs["loss"], logs["info_nce"])
+    seconds = time.perf_counter() - started
+
+    for modality in trained:
+        _freeze(encoders[modality])
+        save_prompt_encoder(layout, modality, encoders[modality], config, stage.title)
+    history = read_history(history_path)
+    if history:
+        draw_curves(history, layout.stage_curves(stage), f"stage {stage.index}: {stage.title}",
+                    keys=[k for k in history[0] if k not in ("step", "seconds", "lr")])
+    record = {
+        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": list(stage.modalities),
+                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen],
+                  "visual_invariant": list(compute.visual_invariant)},
+        "datasets": [str(p) for p in stage.datasets],
+        "records": len(data),
+        "steps": settings.steps,
+        "seconds_this_session": round(seconds, 2),
+        "final": history[-1] if history else {},
+        "temperature": float(temperature().detach()),
+        "validation": _validation_recall(plan.graph, stage, encoders, registry, device),
+        "config": run_config_to_dict(config),
+        "encoders": {m: str(layout.encoder(m)) for m in trained},
+    }
+    write_json(layout.stage_record(stage), record)
+    state_path.unlink(missing_ok=True)
+    return record
+
+
+def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path):
+    """Held-out retrieval for every ordered pair of modalities, written to ``RUN/eval``."""
+    if plan.graph.evaluation is None:
+        raise DataError(f"{plan.graph.source}: no 'evaluation' manifest named: cannot score retrieval on held-out subjects")
+    layout = RunLayout(run_dir)
+    manifest = validate_manifest(read_manifest(manifest_path(plan.graph, plan.graph.evaluation), registry), registry)
+    encoders = load_prompt_encoders(registry, plan.graph.modalities, config, layout)
+    device = resolve_device(config.device)
+    embeddings = held_out_embeddings(manifest, {m: e.to(device) for m, e in encoders.items()}, registry, device)
+    rows = retrieval_table(plan, embeddings)
+    write_retrieval(rows, layout.eval_dir)
+    return rows
+
+
+def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[AlignmentStageResult]:
+    """Run (or resume) every alignment stage of ``plan``; aligned encoders land in ``RUN/encoders``."""
+    layout = RunLayout(run_dir)
+    device = resolve_device(config.device)
+    stages = plan.stages_of(StageKind.ALIGNMENT)
+    encoders = {m: build_prompt_encoder(registry, m, config) for m in plan.graph.modalities}
+    results = []
+    for stage in stages:
+        record_path = layout.stage_record(stage)
+        if record_path.is_file():
+            trained = [group.modality for group in stage.trains]
+            encoders.update(load_prompt_encoders(registry, trained, config, layout))
+            results.append(AlignmentStageResult(stage, read_json(record_path), skipped=True))
+            logger.info("%s: already complete in %s", stage.title, run_dir)
+            continue
+        logger.info("stage %d/%d: %s on %s", stage.index, len(stages), stage.title, ", ".join(stage.datasets))
+        record = run_alignment_stage(plan, stage, encoders, registry, config, layout, device)
+        results.append(AlignmentStageResult(stage, record, skipped=False))
+    return results

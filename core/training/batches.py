@@ -1,0 +1,50 @@
+"""Deterministic, resumable batches: batch k of a run depends only on the seed and k.
+
+A stage is a number of optimisation steps, not epochs: small paired datasets are
+cycled, each epoch in a fresh permutation drawn from ``(seed, epoch)``. Because the
+permutation of any epoch can be recomputed, a resumed run continues with exactly
+the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from medm2g.core.paired_dataset import collate_samples
+
+
+class MemoisedDataset(Dataset):
+    """Reads each item once and keeps it: the phantom and other small paired sets are
+    re-read every epoch otherwise, which on two cores costs more than the model."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self._items: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self._items:
+            self._items[index] = self.dataset[index]
+        return self._items[index]
+
+
+def batch_indices(size: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The dataset indices of batch ``step``: epochs of ``size // batch_size`` full batches
+    (the remainder is dropped, as contrastive losses want equal batches), shuffled per epoch."""
+    if size < 2:
+        raise ValueError(f"a dataset of {size} record(s) cannot make batches of 2 or more")
+    batch_size = min(batch_size, size)
+    per_epoch = size // batch_size
+    epoch, position = divmod(step, per_epoch)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(size, generator=generator)
+    return order[position * batch_size:(position + 1) * batch_size].tolist()
+
+
+def make_batch(dataset: Dataset, indices: Sequence[int]) -> dict:
+    return collate_samples([dataset[i] for i in indices])

@@ -1,0 +1,59 @@
+"""Per-step training logs as JSON lines, and their curves as a picture.
+
+The log is appended as training goes; a resumed stage first drops lines past
+the step it resumes from, so the log of an interrupted run equals that of an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping
+
+
+def append_history(path: Path, rows: Iterable[Mapping[str, float]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(dict(row)) + "\n")
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def truncate_history(path: Path, last_step: int) -> None:
+    """Keep rows with ``step < last_step`` (steps already covered by the resumed state)."""
+    rows = [row for row in read_history(path) if row["step"] < last_step]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+
+
+def draw_curves(rows: list[dict], path: Path, title: str, keys: Iterable[str] | None = None) -> Path:
+    """One panel per logged quantity against the step, raw and smoothed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(keys or [k for k in rows[0] if k not in ("step", "seconds")]) if rows else []
+    figure, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.8), squeeze=False)
+    steps = [row["step"] for row in rows]
+    for axis, key in zip(axes[0], keys):
+        values = [row[key] for row in rows]
+        axis.plot(steps, values, color="#b8c2cc", linewidth=0.8)
+        window = max(1, len(values) // 20)
+        smoothed = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+                    for i in range(len(values))]
+        axis.plot(steps, smoothed, color="#2e6fd8", linewidth=1.5)
+        axis.set_title(key, fontsize=9)
+        axis.set_xlabel("step", fontsize=8)
+        axis.tick_params(labelsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,60 @@
+"""Where a run keeps its files: one place, so trainer, resume, sampler and eval agree.
+
+::
+
+    RUN/config.yaml                   the run config used (rewritten only if absent)
+    RUN/plan.json, RUN/plan.png       the training plan
+    RUN/encoders/<modality>.safetensors          aligned prompt encoders C_M
+    RUN/stages/<NN>-<kind>-<modalities>/record.json   what the stage did (written when it completes)
+    RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
+    RUN/stages/<NN>-.../history.jsonl            one line of losses per step
+    RUN/stages/<NN>-.../curves.png               those losses, drawn
+    RUN/eval/retrieval.json, retrieval.md, retrieval.png    cross-modal retrieval
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from medm2g.core.graph_engine import Stage
+
+
+@attrs.frozen
+class RunLayout:
+    root: Path = attrs.field(converter=Path)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def plan_json(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def plan_picture(self) -> Path:
+        return self.root / "plan.png"
+
+    def encoder(self, modality: str) -> Path:
+        return self.root / "encoders" / f"{modality}.safetensors"
+
+    def stage_dir(self, stage: Stage) -> Path:
+        return self.root / "stages" / f"{stage.index:02d}-{stage.kind.value}-{'-'.join(stage.modalities)}"
+
+    def stage_record(self, stage: Stage) -> Path:
+        return self.stage_dir(stage) / "record.json"
+
+    def stage_state(self, stage: Stage) -> Path:
+        return self.stage_dir(stage) / "state.safetensors"
+
+    def stage_history(self, stage: Stage) -> Path:
+        return self.stage_dir(stage) / "history.jsonl"
+
+    def stage_curves(self, stage: Stage) -> Path:
+        return self.stage_dir(stage) / "curves.png"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"

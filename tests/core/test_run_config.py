@@ -1,0 +1,89 @@
+"""Run configs: defaults, YAML overrides, errors naming file and field, model options reaching the plugins."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from medm2g.core.errors import CheckpointError, ConfigError, PluginError
+from medm2g.core.run_config import RunConfig, load_run_config, run_config_to_dict, structure_run_config, with_overrides
+
+
+def test_no_file_means_the_documented_defaults():
+    config = load_run_config(None)
+    assert config.size.value == "cpu" and config.embed_dim == 256
+    assert config.alignment.visual_invariant and config.alignment.lambda_offdiagonal == 0.0051
+
+
+def test_a_file_overrides_a_subset_and_round_trips(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("size: tiny\nalignment:\n  steps: 7\n  visual_invariant: false\n"
+                    "models:\n  xray:\n    prompt_encoder: {backbone: resnet10t}\n")
+    config = load_run_config(path)
+    assert (config.size.value, config.alignment.steps, config.alignment.visual_invariant) == ("tiny", 7, False)
+    assert config.alignment.batch_size == 32  # untouched default
+    assert config.model_options("xray", "prompt_encoder") == {"backbone": "resnet10t"}
+    assert config.model_options("ct", "prompt_encoder") == {}
+    assert structure_run_config(run_config_to_dict(config)) == config
+
+
+@pytest.mark.parametrize("text, message", [
+    ("alignment:\n  stepz: 3\n", r"run.yaml: alignment: unknown key\(s\) stepz"),
+    ("alignment:\n  steps: 0\n", r"run.yaml: alignment: steps must be positive, got 0"),
+    ("alignment:\n  batch_size: 1\n", r"alignment: batch_size must be at least 2"),
+    ("alignment:\n  visual_invariant: 'no'\n", r"alignment.visual_invariant: expected true or false"),
+    ("size: huge\n", r"run.yaml: size: 'huge' is not a valid ModelSize"),
+    ("models:\n  xray:\n    unet_thing: {}\n", r"models: xray.unet_thing: unknown model part"),
+    ("- 1\n", r"run.yaml: expected a mapping of run settings, got list"),
+    ("alignment: [\n", r"run.yaml: malformed YAML: line 2"),
+])
+def test_bad_files_name_the_file_and_the_field(tmp_path, text, message):
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_run_config(path)
+
+
+def test_command_line_overrides_replace_dotted_fields():
+    config = with_overrides(RunConfig(), **{"alignment.steps": 9, "seed": None, "size": "tiny"})
+    assert (config.alignment.steps, config.seed, config.size.value) == (9, 0, "tiny")
+    with pytest.raises(ConfigError, match="command line: alignment: steps must be positive"):
+        with_overrides(RunConfig(), **{"alignment.steps": -1})
+
+
+def test_an_unknown_encoder_option_is_named_with_a_suggestion(installed):
+    with pytest.raises(PluginError, match=r"models.xray.prompt_encoder: unknown option 'backbon' \(did you mean 'backbone'\?\)"):
+        installed["xray"].prompt_encoder("tiny", 16, {"backbon": "resnet10t"})
+    with pytest.raises(PluginError, match=r"models.text.prompt_encoder: unknown option 'pretraned'"):
+        installed["text"].prompt_encoder("tiny", 16, {"pretraned": "/x"})
+
+
+def test_a_timm_backbone_is_chosen_by_name_and_loads_local_weights(installed, tmp_path):
+    torch.manual_seed(0)
+    source = installed["ct"].prompt_encoder("tiny", 16, {"backbone": "resnet10t"})
+    assert type(source.backbone).__name__ == "ResNet" and source.backbone.conv1[0].in_channels == 1
+    weights = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in source.backbone.state_dict().items()}, str(weights))
+    loaded = installed["ct"].prompt_encoder("tiny", 16, {"backbone": "resnet10t", "weights": str(weights)})
+    for name, tensor in source.backbone.state_dict().items():
+        assert torch.equal(tensor, loaded.backbone.state_dict()[name])
+    with pytest.raises(CheckpointError, match="weights do not fit timm model 'test_resnet'"):
+        installed["ct"].prompt_encoder("tiny", 16, {"weights": str(weights)})
+
+
+def test_a_local_hugging_face_bert_folder_replaces_the_default_text_encoder(installed, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from medm2g.plugins.text.plugin import default_tokenizer
+
+    folder = tmp_path / "radiology-bert"
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=len(default_tokenizer()), hidden_size=24, num_hidden_layers=1,
+                                num_attention_heads=2, intermediate_size=48, max_position_embeddings=64))
+    bert.save_pretrained(folder)
+    default_tokenizer().save_pretrained(folder)
+    encoder = installed["text"].prompt_encoder("tiny", 16, {"pretrained": str(folder)})
+    assert encoder.bert.config.hidden_size == 24
+    assert torch.equal(encoder.bert.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
+    assert encoder(["Left frontal mass.", "Normal brain."]).shape == (2, 16)
+    with pytest.raises(CheckpointError, match="absent: tokenizer vocabulary not found"):
+        installed["text"].prompt_encoder("tiny", 16, {"pretrained": str(tmp_path / "absent")})
