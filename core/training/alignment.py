@@ -20,8 +20,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Mapping
 
@@ -34,7 +32,6 @@ from medm2g.core.errors import DataError
 from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
 from medm2g.core.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
 from medm2g.core.manifest import read_manifest, validate_manifest
-from medm2g.core.progress import progress
 from medm2g.core.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
 from medm2g.core.run_config import AlignmentConfig, RunConfig, run_config_to_dict
 from medm2g.core.training.batches import batch_indices, make_batch
@@ -45,9 +42,8 @@ from medm2g.core.training.encoders import (
     resolve_device,
     save_prompt_encoder,
 )
-from medm2g.core.training.history import append_history, draw_curves, read_history, truncate_history
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.state import load_training_state, save_training_state
+from medm2g.core.training.loop import finish_stage, run_steps
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.align")
@@ -58,22 +54,6 @@ class AlignmentStageResult:
     stage: Stage
     record: dict
     skipped: bool  # already complete in this run folder
-
-
-def warmup_cosine(step: int, total: int, warmup: int) -> float:
-    """Learning-rate factor: linear warm-up, then cosine decay to 10 %."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress_ = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
-
-
-def _seed_step(seed: int, stage: Stage, step: int) -> torch.Generator:
-    """Seed everything random in one step (dropout uses the global generator) from
-    (seed, stage, step), and return the generator of its augmentations."""
-    step_seed = seed * 1_000_003 + stage.index * 10_007 + step
-    torch.manual_seed(step_seed)
-    return torch.Generator().manual_seed(step_seed)
 
 
 def _to_device(samples, device: torch.device):
@@ -161,51 +141,20 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
     if settings.learn_temperature:
         parameters += list(temperature.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, settings.steps, settings.warmup_steps))
     stateful = {**{m: encoders[m] for m in trained}, "temperature": temperature}
 
-    step = 0
-    state_path, history_path = layout.stage_state(stage), layout.stage_history(stage)
-    if state_path.is_file():
-        step, _ = load_training_state(state_path, stateful, optimizer, scheduler=schedule)
-        truncate_history(history_path, step)
-        logger.info("%s: resuming at step %d of %d", stage.title, step, settings.steps)
-    elif history_path.exists():
-        history_path.unlink()
-
-    pending: list[dict] = []
-    started = time.perf_counter()
-    bar = progress(range(step, settings.steps), desc=f"stage {stage.index} {stage.title}", unit="step",
-                   total=settings.steps - step)
-    for step in bar:
+    def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        loss, logs = compute(batch, _seed_step(config.seed, stage, step), device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        pending.append({"step": step, **logs, "lr": schedule.get_last_lr()[0],
-                        "seconds": time.perf_counter() - started})
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", nce=f"{logs['info_nce']:.3f}")
-        done = step + 1
-        if done % settings.checkpoint_every == 0 or done == settings.steps:
-            append_history(history_path, pending)
-            pending = []
-            if done < settings.steps:
-                save_training_state(state_path, stateful, optimizer, done, scheduler=schedule)
-            logger.info("%s: step %d/%d loss %.3f (InfoNCE %.3f)", stage.title, done, settings.steps,
-                        logs["loss"], logs["info_nce"])
-    seconds = time.perf_counter() - started
+        loss, logs = compute(batch, generator, device)
+        logs.pop("loss")
+        return loss, logs
+
+    history, seconds = run_steps(stage, layout, stateful, optimizer, step_loss, settings.steps,
+                                 settings.checkpoint_every, config.seed, settings.warmup_steps)
 
     for modality in trained:
         _freeze(encoders[modality])
         save_prompt_encoder(layout, modality, encoders[modality], config, stage.title)
-    history = read_history(history_path)
-    if history:
-        draw_curves(history, layout.stage_curves(stage), f"stage {stage.index}: {stage.title}",
-                    keys=[k for k in history[0] if k not in ("step", "seconds", "lr")])
     record = {
         "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": list(stage.modalities),
                   "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen],
@@ -221,7 +170,7 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
         "encoders": {m: str(layout.encoder(m)) for m in trained},
     }
     write_json(layout.stage_record(stage), record)
-    state_path.unlink(missing_ok=True)
+    finish_stage(layout, stage)
     return record
 
 

@@ -55,9 +55,15 @@ def bind_config(layout: RunLayout, config: RunConfig) -> None:
 
 
 def is_shipped_graph(graph: PairGraph) -> bool:
+    """True for a graph installed with medm2g, or a byte-identical copy of one (``graphs/medm2g.yaml``
+    in a source checkout when medm2g is installed from a wheel)."""
     from medm2g.core.cli import shipped_graphs_dir
 
-    return Path(graph.source).resolve().parent == shipped_graphs_dir().resolve()
+    source = Path(graph.source)
+    shipped = shipped_graphs_dir() / source.name
+    if not source.is_file() or not shipped.is_file():
+        return False
+    return source.resolve() == shipped.resolve() or source.read_bytes() == shipped.read_bytes()
 
 
 def with_default_data(graph: PairGraph, layout: RunLayout, registry: ModalityRegistry, seed: int,

@@ -1,0 +1,93 @@
+"""The optimisation loop every stage shares: steps, checkpoints, resume, progress, loss log.
+
+A stage supplies what differs (its modules, optimizer and the loss of step k);
+this module does what must not differ between stages: every random number of
+step k is seeded from (seed, stage, k), state is saved atomically every
+``checkpoint_every`` steps, a stopped stage resumes from its last state with
+the log truncated to match, and a progress bar shows the stage, step, loss and speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from medm2g.core.graph_engine import Stage
+from medm2g.core.progress import progress
+from medm2g.core.training.history import append_history, draw_curves, read_history, truncate_history
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.state import load_training_state, save_training_state
+
+logger = logging.getLogger("medm2g.train")
+
+StepLoss = Callable[[int, torch.Generator], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to 10 %."""
+    if step < warmup:
+        return (step + 1) / warmup
+    fraction = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, fraction)))
+
+
+def seed_step(seed: int, stage: Stage, step: int) -> torch.Generator:
+    """Seed everything random in one step (dropout uses the global generator) from
+    (seed, stage, step), and return a generator for the step's own draws."""
+    step_seed = seed * 1_000_003 + stage.index * 10_007 + step
+    torch.manual_seed(step_seed)
+    return torch.Generator().manual_seed(step_seed)
+
+
+def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
+              step_loss: StepLoss, steps: int, checkpoint_every: int, seed: int, warmup_steps: int = 0,
+              max_grad_norm: float | None = None) -> tuple[list[dict], float]:
+    """Run (or resume) ``steps`` optimisation steps; returns the whole loss log and this session's seconds."""
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: warmup_cosine(k, steps, warmup_steps))
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    state_path, history_path = layout.stage_state(stage), layout.stage_history(stage)
+    start = 0
+    if state_path.is_file():
+        start, _ = load_training_state(state_path, stateful, optimizer, scheduler=schedule)
+        truncate_history(history_path, start)
+        logger.info("%s: resuming at step %d of %d", stage.title, start, steps)
+    elif history_path.exists():
+        history_path.unlink()
+
+    pending: list[dict] = []
+    started = time.perf_counter()
+    bar = progress(range(start, steps), desc=f"stage {stage.index} {stage.title}", unit="step", total=steps - start)
+    for step in bar:
+        loss, logs = step_loss(step, seed_step(seed, stage, step))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        pending.append({"step": step, "loss": float(loss.detach()), **logs, "lr": schedule.get_last_lr()[0],
+                        "seconds": time.perf_counter() - started})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{pending[-1]['loss']:.4f}")
+        done = step + 1
+        if done % checkpoint_every == 0 or done == steps:
+            append_history(history_path, pending)
+            pending = []
+            if done < steps:
+                save_training_state(state_path, stateful, optimizer, done, scheduler=schedule)
+            logger.info("%s: step %d/%d loss %.4f", stage.title, done, steps, float(loss.detach()))
+    history = read_history(history_path)
+    if history:
+        draw_curves(history, layout.stage_curves(stage), f"stage {stage.index}: {stage.title}",
+                    keys=[k for k in history[0] if k not in ("step", "seconds", "lr")])
+    return history, time.perf_counter() - started
+
+
+def finish_stage(layout: RunLayout, stage: Stage) -> None:
+    """Drop the resumable state once the stage's outputs and record are written."""
+    layout.stage_state(stage).unlink(missing_ok=True)
