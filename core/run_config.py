@@ -23,6 +23,7 @@ import attrs
 import cattrs
 import yaml
 
+from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError
 from medm2g.core.losses import BARLOW_TWINS_LAMBDA
 from medm2g.core.structuring import strict_converter, structure_or_explain
@@ -69,6 +70,22 @@ class AlignmentConfig:
 
 
 @attrs.frozen
+class VAEStageConfig:
+    """Per-modality VAE training. ``kl_weight`` is per modality kind's convention: imaging VAEs
+    weigh a per-dimension KL (latent-diffusion style, tiny weight), the text VAE a summed KL."""
+
+    steps: int = attrs.field(default=300, validator=_positive)
+    batch_size: int = attrs.field(default=16, validator=_at_least_two)
+    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=_non_negative)
+    image_kl_weight: float = attrs.field(default=1e-6, validator=_non_negative)
+    text_kl_weight: float = attrs.field(default=1e-3, validator=_non_negative)
+    scale_samples: int = attrs.field(default=256, validator=_at_least_two)
+    checkpoint_every: int = attrs.field(default=100, validator=_positive)
+
+
+@attrs.frozen
 class RunConfig:
     """Everything about a run that is not in the pair graph.
 
@@ -81,6 +98,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     alignment: AlignmentConfig = AlignmentConfig()
+    vae: VAEStageConfig = VAEStageConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
 
     def model_options(self, modality: str, part: str) -> dict[str, Any]:

@@ -81,7 +81,10 @@ def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
 
     Called when the VAE stage trains it and whenever samples are encoded to or
     decoded from latents. Return an ``nn.Module`` with ``encode(batch, generator=None) -> Tensor`` of shape
-    (B, *spec.latent_shape) and ``decode(latents) -> batch`` inverting it. Image
+    (B, *spec.latent_shape) and ``decode(latents) -> batch`` inverting it, its own
+    ``training_loss(batch, generator, kl_weight) -> (loss, logs)`` for the VAE stage, and
+    ``scaling_factor`` / ``set_scaling_factor(value)`` (the latent scale the VAE stage
+    calibrates from data); optionally ``export_pretrained(folder)``. Image
     modalities wrap a diffusers ``AutoencoderKL``; text uses an Optimus-shaped
     BERT-encoder/GPT-2-decoder VAE. Required.
 

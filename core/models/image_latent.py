@@ -70,12 +70,30 @@ class ImageVAE(nn.Module):
     def scaling_factor(self) -> float:
         return float(self.autoencoder.config.scaling_factor)
 
+    def set_scaling_factor(self, value: float) -> None:
+        """Stored in the diffusers config, so ``AutoencoderKL.from_pretrained`` users get it too."""
+        self.autoencoder.register_to_config(scaling_factor=float(value))
+
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         posterior = self.autoencoder.encode(images).latent_dist
         return posterior.sample(generator=generator) * self.scaling_factor
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(latents / self.scaling_factor).sample
+
+    def training_loss(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                      kl_weight: float = 1e-6) -> tuple[torch.Tensor, dict[str, float]]:
+        """L1 reconstruction plus a small KL to N(0, 1), as latent-diffusion autoencoders train
+        (without their perceptual and adversarial terms: no pretrained network is downloaded)."""
+        posterior = self.autoencoder.encode(images).latent_dist
+        reconstruction = self.autoencoder.decode(posterior.sample(generator=generator)).sample
+        l1 = (reconstruction - images).abs().mean()
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        return l1 + kl_weight * kl, {"l1": float(l1.detach()), "kl_per_dim": float(kl.detach())}
+
+    def export_pretrained(self, folder) -> None:
+        """A plain diffusers folder (config.json + safetensors): ``AutoencoderKL.from_pretrained(folder)``."""
+        self.autoencoder.save_pretrained(folder, safe_serialization=True)
 
 
 class ImageDenoiser(nn.Module):
@@ -105,3 +123,7 @@ class ImageDenoiser(nn.Module):
 
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.unet(latents, timesteps, encoder_hidden_states=context).sample
+
+    def export_pretrained(self, folder) -> None:
+        """A plain diffusers folder: ``UNet2DConditionModel.from_pretrained(folder)``."""
+        self.unet.save_pretrained(folder, safe_serialization=True)

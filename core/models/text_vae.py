@@ -2,8 +2,11 @@
 
 A BERT-style encoder maps a report to a Gaussian posterior over a ``latent_dim``
 vector (768 in the paper); a GPT-2-style decoder reconstructs the report from it.
-The latent reaches the decoder both as a prefix token ("memory") and added to
-every token embedding ("embedding" injection), Optimus' two injection routes.
+The latent reaches the decoder as a prefix token ("memory", one of Optimus' two
+injection routes). Optimus also adds it to every token embedding; in a small
+decoder trained from scratch that sum lets the per-report latent swamp the token
+identities (Adam grows the projection faster than the embeddings) and the
+decoder learns only word frequencies, so medm2g uses the memory route alone.
 Both halves are built from configs with transformers; nothing is downloaded.
 """
 
@@ -50,6 +53,33 @@ class TextVAE(nn.Module):
             )
         )
         self.latent_to_memory = nn.Linear(config.latent_dim, config.hidden_size)
+        # latents are divided by this before decoding and multiplied after encoding, so the
+        # diffuser sees unit-variance latents; calibrated from data after VAE training
+        self.register_buffer("latent_scale", torch.ones(()))
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.latent_scale)
+
+    def set_scaling_factor(self, value: float) -> None:
+        self.latent_scale.fill_(float(value))
+
+    def training_loss(self, texts: list[str], generator: torch.Generator | None = None,
+                      kl_weight: float = 1e-3, word_dropout: float = 0.3) -> tuple[torch.Tensor, dict[str, float]]:
+        """Token cross-entropy given a posterior sample, plus ``kl_weight`` times the KL to N(0, 1)
+        summed over latent dimensions (Optimus trains with a small KL weight).
+
+        ``word_dropout`` masks that fraction of the decoder's teacher-forced input tokens
+        (Bowman et al., 2016): a small decoder trained from scratch otherwise learns the
+        reports' language model and ignores the latent (posterior collapse), and
+        generated latents would then all decode to the same report.
+        """
+        mean, logvar = self.posterior(texts)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        latents = (mean + (0.5 * logvar).exp() * noise)[:, :, None, None]
+        reconstruction = self.reconstruction_loss(texts, latents * self.latent_scale, word_dropout, generator)
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
+        return reconstruction + kl_weight * kl, {"token_ce": float(reconstruction.detach()), "kl": float(kl.detach())}
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         device = self.to_posterior.weight.device
@@ -66,18 +96,23 @@ class TextVAE(nn.Module):
 
     def encode(self, texts: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
         mean, logvar = self.posterior(texts)
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return (mean + (0.5 * logvar).exp() * noise)[:, :, None, None]
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        return ((mean + (0.5 * logvar).exp() * noise) * self.latent_scale)[:, :, None, None]
 
-    def _embed(self, latents: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        memory = self.latent_to_memory(latents.flatten(1))[:, None]
-        return self.decoder.transformer.wte(token_ids) + memory
+    def _memory(self, latents: torch.Tensor) -> torch.Tensor:
+        """The latent as one prefix token (B, 1, hidden)."""
+        return self.latent_to_memory(latents.flatten(1) / self.latent_scale)[:, None]
 
-    def reconstruction_loss(self, texts: list[str], latents: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(self, texts: list[str], latents: torch.Tensor, word_dropout: float = 0.0,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
         """Teacher-forced token cross-entropy of the texts given their latents (B, latent_dim, 1, 1)."""
         ids = self._tokenize(texts)["input_ids"]
-        memory = self.latent_to_memory(latents.flatten(1))[:, None]
-        inputs = torch.cat([memory, self._embed(latents, ids[:, :-1])], dim=1)
+        inputs = ids[:, :-1]
+        if word_dropout > 0:
+            drop = torch.rand(inputs.shape, generator=generator).to(inputs.device) < word_dropout
+            keep = (inputs == self.tokenizer.cls_token_id) | (inputs == self.tokenizer.pad_token_id)
+            inputs = inputs.masked_fill(drop & ~keep, self.tokenizer.mask_token_id)
+        inputs = torch.cat([self._memory(latents), self.decoder.transformer.wte(inputs)], dim=1)
         logits = self.decoder(inputs_embeds=inputs).logits
         labels = ids.masked_fill(ids == self.tokenizer.pad_token_id, -100)
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
@@ -88,9 +123,8 @@ class TextVAE(nn.Module):
         max_length = min(max_length or self.config.max_length, self.config.max_length)
         batch = latents.shape[0]
         device = latents.device
-        memory = self.latent_to_memory(latents.flatten(1))[:, None]
         token = torch.full((batch, 1), self.tokenizer.cls_token_id, device=device)
-        step_input = torch.cat([memory, self._embed(latents, token)], dim=1)
+        step_input = torch.cat([self._memory(latents), self.decoder.transformer.wte(token)], dim=1)
         generated, past, finished = [], None, torch.zeros(batch, dtype=torch.bool, device=device)
         for _ in range(max_length - 1):
             out = self.decoder(inputs_embeds=step_input, past_key_values=past, use_cache=True)
@@ -101,6 +135,6 @@ class TextVAE(nn.Module):
             finished |= token.squeeze(1) == self.tokenizer.sep_token_id
             if finished.all():
                 break
-            step_input = self._embed(latents, token)
+            step_input = self.decoder.transformer.wte(token)
         ids = torch.cat(generated, dim=1) if generated else token[:, :0]
         return [text.strip() for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]

@@ -5,6 +5,8 @@
     RUN/config.yaml                   the run config used (rewritten only if absent)
     RUN/plan.json, RUN/plan.png       the training plan
     RUN/encoders/<modality>.safetensors          aligned prompt encoders C_M
+    RUN/models/<modality>/vae.safetensors         the trained VAE (latent scale included)
+    RUN/models/<modality>/vae/, unet/             the same as plain diffusers folders, where the model can export one
     RUN/stages/<NN>-<kind>-<modalities>/record.json   what the stage did (written when it completes)
     RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
     RUN/stages/<NN>-.../history.jsonl            one line of losses per step
@@ -39,6 +41,13 @@ class RunLayout:
 
     def encoder(self, modality: str) -> Path:
         return self.root / "encoders" / f"{modality}.safetensors"
+
+    def vae(self, modality: str) -> Path:
+        return self.root / "models" / modality / "vae.safetensors"
+
+    def exported(self, modality: str, part: str) -> Path:
+        """A plain diffusers/transformers folder of a model that can export one."""
+        return self.root / "models" / modality / part
 
     def stage_dir(self, stage: Stage) -> Path:
         return self.root / "stages" / f"{stage.index:02d}-{stage.kind.value}-{'-'.join(stage.modalities)}"

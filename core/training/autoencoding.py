@@ -1,0 +1,104 @@
+"""VAE stages: train one modality's VAE on every record of it the graph's data holds.
+
+Each VAE brings its own loss (``training_loss``: L1 + KL for images, token
+cross-entropy + KL for text), so this stage knows no modality. After training,
+the latent scale is calibrated from data, not hard-coded: the VAE is told
+1 / std of its latents over up to ``scale_samples`` training samples, so the
+diffuser of the next stage sees unit-variance latents (Stable Diffusion's 0.18215
+is exactly this number for its own VAE and data).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from medm2g.core.checkpoints import load_module, read_metadata, save_module, write_json
+from medm2g.core.errors import CheckpointError
+from medm2g.core.graph_engine import Stage, TrainingPlan
+from medm2g.core.run_config import RunConfig, run_config_to_dict
+from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.training.data import paired_records
+from medm2g.core.training.encoders import modality_seed
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.registry import ModalityKind, ModalityRegistry
+
+logger = logging.getLogger("medm2g.train")
+
+
+def build_vae(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(modality_seed(config.seed + 1, modality))
+        return registry[modality].vae(config.size)
+
+
+def _to_device(samples, device):
+    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)
+
+
+@torch.no_grad()
+def calibrate_scale(vae: nn.Module, data, batch_size: int, samples: int, modality: str, device) -> float:
+    """1 / std of the unscaled latents of up to ``samples`` records."""
+    vae.eval()
+    vae.set_scaling_factor(1.0)
+    latents = []
+    count = min(samples, len(data))
+    for start in range(0, count, batch_size):
+        batch = make_batch(data, range(start, min(start + batch_size, count)))
+        latents.append(vae.encode(_to_device(batch[modality], device), generator=torch.Generator().manual_seed(start)))
+    std = float(torch.cat(latents).float().std())
+    return 1.0 / max(std, 1e-6)
+
+
+def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
+                  layout: RunLayout, device: torch.device) -> dict:
+    """Train (or resume) the VAE of ``stage.modalities[0]``; returns its record."""
+    (modality,) = stage.modalities
+    settings = config.vae
+    vae = build_vae(registry, modality, config).to(device).train()
+    data = paired_records(plan.graph, stage.datasets, (modality,), registry, split="train")
+    batch_size = min(settings.batch_size, len(data))
+    is_text = registry[modality].spec.kind is ModalityKind.TEXT
+    kl_weight = settings.text_kl_weight if is_text else settings.image_kl_weight
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+    def step_loss(step: int, generator: torch.Generator):
+        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
+        return vae.training_loss(_to_device(batch[modality], device), generator=generator, kl_weight=kl_weight)
+
+    history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, settings.steps,
+                                 settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
+    scale = calibrate_scale(vae, data, batch_size, settings.scale_samples, modality, device)
+    vae.set_scaling_factor(scale)
+    save_module(layout.vae(modality), vae, {"modality": modality, "size": config.size.value,
+                                            "scaling_factor": f"{scale:.8g}", "stage": stage.title})
+    if hasattr(vae, "export_pretrained"):
+        vae.export_pretrained(layout.exported(modality, "vae"))
+    record = {
+        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": [modality],
+                  "trains": [str(g) for g in stage.trains]},
+        "datasets": list(stage.datasets), "records": len(data), "steps": settings.steps,
+        "seconds_this_session": round(seconds, 2), "final": history[-1] if history else {},
+        "scaling_factor": scale, "config": run_config_to_dict(config), "weights": str(layout.vae(modality)),
+    }
+    write_json(layout.stage_record(stage), record)
+    finish_stage(layout, stage)
+    logger.info("%s: done, latent scale %.4f", stage.title, scale)
+    return record
+
+
+def load_vae(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout) -> nn.Module:
+    """A trained VAE of this run, frozen (eval mode, no gradients)."""
+    path = layout.vae(modality)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no trained VAE for {modality!r} in this run; its VAE stage has not run")
+    saved = read_metadata(path)
+    if saved.get("size") not in (None, config.size.value):
+        raise CheckpointError(f"{path}: saved at size {saved.get('size')}, the run asks {config.size.value}")
+    vae = load_module(path, build_vae(registry, modality, config))
+    if "scaling_factor" in saved:  # diffusers keeps it in the config, not in the weights
+        vae.set_scaling_factor(float(saved["scaling_factor"]))
+    return vae.eval().requires_grad_(False)
