@@ -109,7 +109,7 @@ def _validation_recall(graph, stage: Stage, encoders, registry, device) -> dict 
     """R@1 both ways on the stage's validation records, when it has at least two."""
     try:
         data = paired_records(graph, stage.datasets, stage.modalities, registry, split="val")
-    except Exception:  # no validation split is normal for user data
+    except DataError:  # no validation split is normal for user data
         return None
     if len(data) < 2:
         return None
