@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
+INITIAL_POSTERIOR_LOGVAR = -5.0
+
 
 @attrs.frozen
 class TextVAEConfig:
@@ -45,6 +47,9 @@ class TextVAE(nn.Module):
             add_pooling_layer=False,
         )
         self.to_posterior = nn.Linear(config.hidden_size, 2 * config.latent_dim)
+        # start with a narrow posterior (std ~0.08): at std 1 the sampled latent of a fresh encoder
+        # is mostly noise, the decoder learns to ignore it, and it never recovers (posterior collapse)
+        nn.init.constant_(self.to_posterior.bias[config.latent_dim:], INITIAL_POSTERIOR_LOGVAR)
         self.decoder = GPT2LMHeadModel(
             GPT2Config(
                 vocab_size=vocab, n_positions=config.max_length + 1, n_embd=config.hidden_size,
@@ -53,6 +58,9 @@ class TextVAE(nn.Module):
             )
         )
         self.latent_to_memory = nn.Linear(config.latent_dim, config.hidden_size)
+        # bag-of-words head (Zhao et al., 2017): predicting the report's words from z alone forces
+        # the latent to carry the content, the standard cure for posterior collapse
+        self.bag_of_words = nn.Linear(config.latent_dim, vocab)
         # latents are divided by this before decoding and multiplied after encoding, so the
         # diffuser sees unit-variance latents; calibrated from data after VAE training
         self.register_buffer("latent_scale", torch.ones(()))
@@ -78,8 +86,20 @@ class TextVAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         latents = (mean + (0.5 * logvar).exp() * noise)[:, :, None, None]
         reconstruction = self.reconstruction_loss(texts, latents * self.latent_scale, word_dropout, generator)
+        bag = self._bag_of_words_loss(texts, latents)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(1).mean()
-        return reconstruction + kl_weight * kl, {"token_ce": float(reconstruction.detach()), "kl": float(kl.detach())}
+        loss = reconstruction + bag + kl_weight * kl
+        return loss, {"token_ce": float(reconstruction.detach()), "bag_of_words": float(bag.detach()),
+                      "kl": float(kl.detach())}
+
+    def _bag_of_words_loss(self, texts: list[str], latents: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of each report's (non-special) tokens under a softmax of z alone."""
+        ids = self._tokenize(texts)["input_ids"]
+        special = torch.tensor(self.tokenizer.all_special_ids, device=ids.device)
+        words = ~torch.isin(ids, special)
+        log_probs = F.log_softmax(self.bag_of_words(latents.flatten(1)), dim=-1)
+        picked = log_probs.gather(1, ids) * words
+        return -(picked.sum(1) / words.sum(1).clamp(min=1)).mean()
 
     def _tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         device = self.to_posterior.weight.device
@@ -88,10 +108,15 @@ class TextVAE(nn.Module):
         ).to(device)
 
     def posterior(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-variance (B, latent_dim) of q(z | text), read off the [CLS] state."""
+        """Mean and log-variance (B, latent_dim) of q(z | text), from the masked mean of the
+        encoder's token states. (Optimus reads the [CLS] state of a pretrained BERT; in a fresh
+        encoder [CLS] barely differs between reports, about 0.04 % of its norm, so every report
+        starts at the same latent and the decoder learns to ignore it.)"""
         tokens = self._tokenize(texts)
         hidden = self.encoder(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
-        mean, logvar = self.to_posterior(hidden[:, 0]).chunk(2, dim=-1)
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        mean, logvar = self.to_posterior(pooled).chunk(2, dim=-1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def encode(self, texts: list[str], generator: torch.Generator | None = None) -> torch.Tensor:

@@ -24,7 +24,7 @@ def trained_vaes(blob_cohort, installed, tmp_path_factory):
                        vae=VAEStageConfig(steps=40, batch_size=8, learning_rate=3e-3, checkpoint_every=20))
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
     stages = {stage.modalities[0]: stage for stage in plan.stages_of(StageKind.VAE)}
-    longer = attrs.evolve(config, vae=attrs.evolve(config.vae, steps=200, checkpoint_every=100))  # GPT-2 needs more
+    longer = attrs.evolve(config, vae=attrs.evolve(config.vae, steps=800, batch_size=16, checkpoint_every=400))  # GPT-2 needs more
     records = {m: run_vae_stage(plan, stages[m], installed, config if m == "xray" else longer, RunLayout(run),
                                 torch.device("cpu"))
                for m in ("xray", "text")}
@@ -70,15 +70,17 @@ def test_an_imaging_vae_reloads_in_plain_diffusers(trained_vaes, installed):
         assert torch.allclose(plain.encode(images).latent_dist.mean, expected, atol=1e-6)
 
 
-def test_text_latents_have_the_papers_shape_and_decode_to_report_language(trained_vaes, installed):
-    """The decoder learns the reports' language; whether it reads the finding back from the latent
-    (no posterior collapse) is still open in the diffusion issue, so it is not asserted here."""
+def test_text_latents_carry_the_report_and_decode_back(trained_vaes, installed):
     _, config, layout, records = trained_vaes
     vae = load_vae(installed, "text", config, layout)
-    report = "Findings: a lesion is seen in the left frontal lobe. Impression: left lesion."
+    reports = [f"Findings: a lesion is seen in the {side} frontal lobe. Impression: {side} lesion."
+               for side in ("left", "right")]
     with torch.no_grad():
-        latents = vae.encode([report], generator=torch.Generator().manual_seed(0))
-    assert latents.shape == (1, 768, 1, 1)
-    assert records["text"]["final"]["token_ce"] < 0.5
-    decoded = vae.decode(latents)[0]
-    assert decoded.startswith("findings : a lesion is seen in the") and decoded.endswith("lesion.")
+        latents = vae.encode(reports, generator=torch.Generator().manual_seed(0))
+    assert latents.shape == (2, 768, 1, 1)
+    # the blob reports differ in 3 of 19 tokens (log 8 nats): a decoder ignoring the latent
+    # cannot go below about 0.11 nats per token
+    assert records["text"]["final"]["token_ce"] < 0.08
+    decoded = vae.decode(latents)
+    assert decoded[0] != decoded[1]
+    assert [text.split()[8] for text in decoded] == ["left", "right"], decoded
