@@ -86,6 +86,23 @@ class VAEStageConfig:
 
 
 @attrs.frozen
+class LDMStageConfig:
+    """Single-modality latent diffusion (section 3.4: "we first train the individual LDM").
+
+    The paper fine-tunes Stable Diffusion at 2e-5 (images) and Versatile Diffusion at 5e-5
+    (text); these defaults train small denoisers from scratch, which wants more.
+    """
+
+    steps: int = attrs.field(default=400, validator=_positive)
+    batch_size: int = attrs.field(default=16, validator=_at_least_two)
+    image_learning_rate: float = attrs.field(default=3e-4, validator=_positive)
+    text_learning_rate: float = attrs.field(default=3e-4, validator=_positive)
+    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=_non_negative)
+    checkpoint_every: int = attrs.field(default=100, validator=_positive)
+
+
+@attrs.frozen
 class RunConfig:
     """Everything about a run that is not in the pair graph.
 
@@ -99,6 +116,7 @@ class RunConfig:
     device: str = "auto"
     alignment: AlignmentConfig = AlignmentConfig()
     vae: VAEStageConfig = VAEStageConfig()
+    ldm: LDMStageConfig = LDMStageConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
 

@@ -6,6 +6,7 @@
     RUN/plan.json, RUN/plan.png       the training plan
     RUN/encoders/<modality>.safetensors          aligned prompt encoders C_M
     RUN/models/<modality>/vae.safetensors         the trained VAE (latent scale included)
+    RUN/models/<modality>/denoiser.safetensors    the single-modality LDM's denoiser
     RUN/models/<modality>/vae/, unet/             the same as plain diffusers folders, where the model can export one
     RUN/stages/<NN>-<kind>-<modalities>/record.json   what the stage did (written when it completes)
     RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
@@ -44,6 +45,9 @@ class RunLayout:
 
     def vae(self, modality: str) -> Path:
         return self.root / "models" / modality / "vae.safetensors"
+
+    def denoiser(self, modality: str) -> Path:
+        return self.root / "models" / modality / "denoiser.safetensors"
 
     def exported(self, modality: str, part: str) -> Path:
         """A plain diffusers/transformers folder of a model that can export one."""

@@ -1,0 +1,114 @@
+"""Single-modality LDM stages (section 3.4): each modality's denoiser learns to predict the
+noise in its VAE latents, conditioned on its own aligned prompt embedding C_M(x).
+
+Conditioning on the aligned space is what makes any-to-any generation possible later:
+at sampling time another modality's embedding (a report's C_text) lands in the same
+space and takes the place of C_M(x). With probability ``condition_dropout`` the
+context is the null context (zeros), which classifier-free guidance needs.
+
+The VAE and the prompt encoder are frozen here (their stages trained them); the
+stage trains the denoiser's backbone and its condition attention, i.e. all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from medm2g.core.checkpoints import load_module, save_module, write_json
+from medm2g.core.diffusion.conditional import condition_context
+from medm2g.core.diffusion.schedule import training_scheduler
+from medm2g.core.errors import CheckpointError
+from medm2g.core.graph_engine import Stage, TrainingPlan
+from medm2g.core.run_config import RunConfig, run_config_to_dict
+from medm2g.core.training.autoencoding import load_vae
+from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.training.data import paired_records
+from medm2g.core.training.encoders import load_prompt_encoders, modality_seed
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.registry import ModalityKind, ModalityRegistry
+
+logger = logging.getLogger("medm2g.train")
+
+
+def build_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(modality_seed(config.seed + 2, modality))
+        return registry[modality].unet(config.size, config.embed_dim)
+
+
+def _to_device(samples, device):
+    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)
+
+
+class LatentDiffusionStep:
+    """eps-prediction MSE on z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) eps, the LDM objective."""
+
+    def __init__(self, modality: str, vae: nn.Module, encoder: nn.Module, denoiser: nn.Module, scheduler,
+                 condition_dropout: float):
+        self.modality, self.vae, self.encoder, self.denoiser = modality, vae, encoder, denoiser
+        self.scheduler, self.condition_dropout = scheduler, condition_dropout
+
+    def __call__(self, batch: dict, generator: torch.Generator, device: torch.device):
+        samples = _to_device(batch[self.modality], device)
+        with torch.no_grad():
+            latents = self.vae.encode(samples, generator=generator)
+            embeddings = self.encoder(samples).float()
+        size = latents.shape[0]
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        keep = (torch.rand(size, generator=generator) >= self.condition_dropout).to(device)
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        predicted = self.denoiser(noisy, timesteps, condition_context(embeddings, keep))
+        loss = torch.nn.functional.mse_loss(predicted.float(), noise.float())
+        return loss, {"conditioned_fraction": float(keep.float().mean())}
+
+
+def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
+                  layout: RunLayout, device: torch.device) -> dict:
+    """Train (or resume) the denoiser of ``stage.modalities[0]``; returns its record."""
+    (modality,) = stage.modalities
+    settings = config.ldm
+    vae = load_vae(registry, modality, config, layout).to(device)
+    encoder = load_prompt_encoders(registry, [modality], config, layout)[modality].to(device).requires_grad_(False)
+    denoiser = build_denoiser(registry, modality, config).to(device).train()
+    data = paired_records(plan.graph, stage.datasets, (modality,), registry, split="train")
+    batch_size = min(settings.batch_size, len(data))
+    is_text = registry[modality].spec.kind is ModalityKind.TEXT
+    learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
+    compute = LatentDiffusionStep(modality, vae, encoder, denoiser, training_scheduler(config.diffusion),
+                                  config.diffusion.condition_dropout)
+
+    def step_loss(step: int, generator: torch.Generator):
+        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
+        return compute(batch, generator, device)
+
+    history, seconds = run_steps(stage, layout, {"denoiser": denoiser}, optimizer, step_loss, settings.steps,
+                                 settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
+    denoiser.eval()
+    save_module(layout.denoiser(modality), denoiser,
+                {"modality": modality, "size": config.size.value, "context_dim": str(config.embed_dim),
+                 "stage": stage.title})
+    if hasattr(denoiser, "export_pretrained"):
+        denoiser.export_pretrained(layout.exported(modality, "unet"))
+    record = {
+        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": [modality],
+                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen]},
+        "datasets": list(stage.datasets), "records": len(data), "steps": settings.steps,
+        "seconds_this_session": round(seconds, 2), "final": history[-1] if history else {},
+        "config": run_config_to_dict(config), "weights": str(layout.denoiser(modality)),
+    }
+    write_json(layout.stage_record(stage), record)
+    finish_stage(layout, stage)
+    return record
+
+
+def load_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout) -> nn.Module:
+    path = layout.denoiser(modality)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no trained denoiser for {modality!r} in this run; its LDM stage has not run")
+    return load_module(path, build_denoiser(registry, modality, config)).eval().requires_grad_(False)

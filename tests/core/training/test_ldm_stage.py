@@ -1,0 +1,104 @@
+"""Single-modality LDM stages: what trains, what stays frozen, and sampling from an aligned condition."""
+
+import json
+
+import pytest
+import torch
+from diffusers import UNet2DConditionModel
+
+from medm2g.core.diffusion.conditional import conditional_sample
+from medm2g.core.diffusion.schedule import DiffusionConfig
+from medm2g.core.graph_engine import StageKind
+from medm2g.core.pair_graph import load_pair_graph
+from medm2g.core.run_config import AlignmentConfig, LDMStageConfig, RunConfig, VAEStageConfig
+from medm2g.core.training.alignment import align
+from medm2g.core.training.autoencoding import load_vae, run_vae_stage
+from medm2g.core.training.encoders import load_prompt_encoders
+from medm2g.core.training.latent_diffusion import load_denoiser, run_ldm_stage
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.run import prepare_run
+
+
+@pytest.fixture(scope="module")
+def xray_ldm(blob_cohort, installed, tmp_path_factory):
+    """Alignment, the X-ray VAE and the X-ray LDM of the blob graph, tiny and short."""
+    run = tmp_path_factory.mktemp("ldm-run")
+    config = RunConfig(size="tiny", embed_dim=32, seed=4, device="cpu",
+                       alignment=AlignmentConfig(steps=20, batch_size=16, learning_rate=1e-3, checkpoint_every=20),
+                       vae=VAEStageConfig(steps=30, batch_size=8, learning_rate=3e-3, checkpoint_every=30),
+                       ldm=LDMStageConfig(steps=40, batch_size=8, image_learning_rate=1e-3, checkpoint_every=20))
+    plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
+    layout, device = RunLayout(run), torch.device("cpu")
+    align(plan, installed, config, run)
+    vae_stage = next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("xray",))
+    run_vae_stage(plan, vae_stage, installed, config, layout, device)
+    frozen_before = {
+        "vae": {k: v.clone() for k, v in load_vae(installed, "xray", config, layout).state_dict().items()},
+        "encoder": {k: v.clone() for k, v in load_prompt_encoders(installed, ["xray"], config, layout)["xray"].state_dict().items()},
+    }
+    ldm_stage = next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("xray",))
+    record = run_ldm_stage(plan, ldm_stage, installed, config, layout, device)
+    return plan, config, layout, ldm_stage, record, frozen_before
+
+
+def test_the_stage_trains_the_denoiser_against_frozen_vae_and_encoder(xray_ldm, installed):
+    plan, config, layout, stage, record, frozen_before = xray_ldm
+    assert record["stage"]["trains"] == ["xray.backbone", "xray.condition_attention"]
+    assert record["stage"]["frozen"] == ["xray.prompt_encoder", "xray.vae"]
+    history = [json.loads(line) for line in layout.stage_history(stage).read_text().splitlines()]
+    assert len(history) == 40
+    first, last = sum(r["loss"] for r in history[:5]) / 5, sum(r["loss"] for r in history[-5:]) / 5
+    assert last < first  # eps-prediction MSE falls from its start near 1
+    assert 0 < sum(r["conditioned_fraction"] for r in history) / 40 < 1  # some steps drop the condition
+    vae_after = load_vae(installed, "xray", config, layout).state_dict()
+    encoder_after = load_prompt_encoders(installed, ["xray"], config, layout)["xray"].state_dict()
+    assert all(torch.equal(v, vae_after[k]) for k, v in frozen_before["vae"].items())
+    assert all(torch.equal(v, encoder_after[k]) for k, v in frozen_before["encoder"].items())
+
+
+def test_the_denoiser_reloads_in_plain_diffusers(xray_ldm, installed):
+    _, config, layout, _, _, _ = xray_ldm
+    plain = UNet2DConditionModel.from_pretrained(layout.exported("xray", "unet"))
+    ours = load_denoiser(installed, "xray", config, layout)
+    latents, context = torch.randn(2, 4, 16, 16), torch.randn(2, 1, 32)
+    timesteps = torch.tensor([10, 500])
+    with torch.no_grad():
+        assert torch.allclose(plain(latents, timesteps, encoder_hidden_states=context).sample,
+                              ours(latents, timesteps, context), atol=1e-5)
+
+
+def test_a_report_embedding_conditions_the_xray_denoiser_reproducibly(xray_ldm, installed):
+    _, config, layout, _, _, _ = xray_ldm
+    denoiser = load_denoiser(installed, "xray", config, layout)
+    text_encoder = load_prompt_encoders(installed, ["text"], config, layout)["text"]
+    vae = load_vae(installed, "xray", config, layout)
+    with torch.no_grad():
+        condition = text_encoder(["Findings: a lesion is seen in the left frontal lobe. Impression: left lesion."])
+    settings = DiffusionConfig(sampling_steps=5)
+    first = conditional_sample(denoiser, condition, (4, 16, 16), settings, torch.Generator().manual_seed(1))
+    again = conditional_sample(denoiser, condition, (4, 16, 16), settings, torch.Generator().manual_seed(1))
+    other = conditional_sample(denoiser, condition, (4, 16, 16), settings, torch.Generator().manual_seed(2))
+    assert first.shape == (1, 4, 16, 16) and torch.isfinite(first).all()
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    with torch.no_grad():
+        image = vae.decode(first)
+    assert image.shape == (1, 1, 64, 64) and torch.isfinite(image).all()
+
+
+def test_the_text_ldm_trains_on_768x1x1_latents_and_samples_text(xray_ldm, installed):
+    plan, config, layout, _, _, _ = xray_ldm
+    device = torch.device("cpu")
+    run_vae_stage(plan, next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)),
+                  installed, config, layout, device)
+    stage = next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",))
+    record = run_ldm_stage(plan, stage, installed, config, layout, device)
+    assert record["stage"]["trains"] == ["text.backbone", "text.condition_attention"]
+    denoiser = load_denoiser(installed, "text", config, layout)
+    image_encoder = load_prompt_encoders(installed, ["xray"], config, layout)["xray"]
+    with torch.no_grad():
+        condition = image_encoder(torch.zeros(2, 1, 64, 64))  # X-ray to report: an image's C_xray conditions text
+    latents = conditional_sample(denoiser, condition, (768, 1, 1), DiffusionConfig(sampling_steps=4),
+                                 torch.Generator().manual_seed(0))
+    assert latents.shape == (2, 768, 1, 1) and torch.isfinite(latents).all()
+    reports = load_vae(installed, "text", config, layout).decode(latents, max_length=12)
+    assert len(reports) == 2 and all(isinstance(r, str) for r in reports)
