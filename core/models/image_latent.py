@@ -121,8 +121,11 @@ class ImageDenoiser(nn.Module):
             )
         )
 
-    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return self.unet(latents, timesteps, encoder_hidden_states=context).sample
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """``guidance`` (B, N, G): tokens for the cross-guidance sub-layers, once attached (eq. 6)."""
+        kwargs = {"guidance": guidance} if guidance is not None else None
+        return self.unet(latents, timesteps, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
 
     def export_pretrained(self, folder) -> None:
         """A plain diffusers folder: ``UNet2DConditionModel.from_pretrained(folder)``."""

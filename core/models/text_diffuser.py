@@ -46,8 +46,9 @@ class ConditionAttention(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.attention = Attention(query_dim=width, cross_attention_dim=context_dim, heads=heads, dim_head=width // heads)
 
-    def forward(self, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return hidden + self.attention(self.norm(hidden)[:, None], encoder_hidden_states=context)[:, 0]
+    def forward(self, hidden: torch.Tensor, context: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {"guidance": guidance} if guidance is not None else {}
+        return hidden + self.attention(self.norm(hidden)[:, None], encoder_hidden_states=context, **extra)[:, 0]
 
 
 class TextDiffuser(nn.Module):
@@ -67,10 +68,11 @@ class TextDiffuser(nn.Module):
         nn.init.zeros_(self.output[-1].weight)
         nn.init.zeros_(self.output[-1].bias)
 
-    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                guidance: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.input(latents.flatten(1))
         timesteps = timesteps.expand(latents.shape[0]) if timesteps.ndim == 0 else timesteps
         time_embedding = self.time_embedding(self.time_proj(timesteps).to(hidden.dtype))
         for block, attention in zip(self.blocks, self.attentions):
-            hidden = attention(block(hidden, time_embedding), context)
+            hidden = attention(block(hidden, time_embedding), context, guidance)
         return self.output(hidden)[:, :, None, None]
