@@ -163,6 +163,24 @@ def _command_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_train(args: argparse.Namespace) -> int:
+    from medm2g.core.pair_graph import load_pair_graph
+    from medm2g.core.training.run import prepare_run
+    from medm2g.core.training.trainer import train
+    from medm2g.registry import load_modalities
+
+    registry = load_modalities()
+    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
+    config = _run_config(args)
+    plan = prepare_run(graph, registry, config, args.out)
+    for result in train(plan, registry, config, args.out):
+        final = result.record.get("final", {})
+        state = "already complete" if result.skipped else f"{result.record['seconds_this_session']:.0f} s"
+        print(f"stage {result.stage.index:2d} {result.stage.title}: {state}, final loss {final.get('loss', float('nan')):.4f}")
+    print(f"trained models in {args.out / 'models'} and {args.out / 'encoders'}; records and loss curves in {args.out / 'stages'}")
+    return 0
+
+
 def _command_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -224,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         "align", help="central alignment: train the prompt encoders along the star, then score held-out retrieval")
     _add_run_options(align)
     align.set_defaults(run=_command_align)
+
+    train = commands.add_parser(
+        "train", help="the whole plan: alignment, VAEs, single-modality LDMs, then the multi-flow rounds")
+    _add_run_options(train)
+    train.set_defaults(run=_command_train)
 
     config = commands.add_parser("config", help="print the full run config (defaults, or a file's with defaults filled)")
     config.add_argument("config", nargs="?", type=Path, help="a run config YAML file")

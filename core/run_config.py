@@ -23,6 +23,7 @@ import attrs
 import cattrs
 import yaml
 
+from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError
 from medm2g.core.losses import BARLOW_TWINS_LAMBDA
@@ -117,6 +118,7 @@ class RunConfig:
     alignment: AlignmentConfig = AlignmentConfig()
     vae: VAEStageConfig = VAEStageConfig()
     ldm: LDMStageConfig = LDMStageConfig()
+    cross_guidance: CrossGuidanceConfig = CrossGuidanceConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
 

@@ -24,13 +24,23 @@ from torch import nn
 
 @attrs.frozen
 class CrossGuidanceConfig:
-    """Sizes of V_B and f_B. ``patch`` is the side of the latent patch per token."""
+    """Sizes of V_B and f_B (``patch``: side of the latent patch per token) and the rounds' training.
+
+    The paper trains the cross-attention layers with Adam, learning rate 1e-5 and weight
+    decay 1e-4, on top of pretrained diffusers; these from-scratch defaults use 1e-4.
+    """
 
     width: int = 128
     layers: int = 1
     heads: int = 4
     adaptation_tokens: int = 4
     patch: int = 4
+    steps: int = 300
+    batch_size: int = 16
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10
+    checkpoint_every: int = 100
 
 
 class Adaptation(nn.Module):

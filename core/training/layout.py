@@ -7,6 +7,7 @@
     RUN/encoders/<modality>.safetensors          aligned prompt encoders C_M
     RUN/models/<modality>/vae.safetensors         the trained VAE (latent scale included)
     RUN/models/<modality>/denoiser.safetensors    the single-modality LDM's denoiser
+    RUN/models/<modality>/cross_guided.safetensors   V_M, f_M, theta_c from its multi-flow round
     RUN/models/<modality>/vae/, unet/             the same as plain diffusers folders, where the model can export one
     RUN/stages/<NN>-<kind>-<modalities>/record.json   what the stage did (written when it completes)
     RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
@@ -48,6 +49,10 @@ class RunLayout:
 
     def denoiser(self, modality: str) -> Path:
         return self.root / "models" / modality / "denoiser.safetensors"
+
+    def cross_guided(self, modality: str) -> Path:
+        """V_M, f_M and the theta_c sub-layers of M's denoiser, from the round that trained them."""
+        return self.root / "models" / modality / "cross_guided.safetensors"
 
     def exported(self, modality: str, part: str) -> Path:
         """A plain diffusers/transformers folder of a model that can export one."""

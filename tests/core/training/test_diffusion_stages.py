@@ -1,4 +1,4 @@
-"""Single-modality LDM stages: what trains, what stays frozen, and sampling from an aligned condition."""
+"""Single-modality LDM stages and the first multi-flow round: what trains, what stays frozen, sampling."""
 
 import json
 
@@ -102,3 +102,62 @@ def test_the_text_ldm_trains_on_768x1x1_latents_and_samples_text(xray_ldm, insta
     assert latents.shape == (2, 768, 1, 1) and torch.isfinite(latents).all()
     reports = load_vae(installed, "text", config, layout).decode(latents, max_length=12)
     assert len(reports) == 2 and all(isinstance(r, str) for r in reports)
+
+
+@pytest.fixture(scope="module")
+def first_round(xray_ldm, installed):
+    """Round 1 (text-xray, both sides train) after both LDMs, tiny and short."""
+    import attrs
+
+    from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
+    from medm2g.core.training.cross_guided import run_round_stage
+
+    plan, config, layout, _, _, _ = xray_ldm
+    if not layout.denoiser("text").is_file():
+        run_vae_stage(plan, next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)),
+                      installed, config, layout, torch.device("cpu"))
+        run_ldm_stage(plan, next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",)),
+                      installed, config, layout, torch.device("cpu"))
+    config = attrs.evolve(config, cross_guidance=CrossGuidanceConfig(width=32, heads=2, steps=6, batch_size=8,
+                                                                     learning_rate=1e-3, checkpoint_every=3))
+    stage = plan.rounds[0]
+    return plan, config, layout, stage, run_round_stage(plan, stage, installed, config, layout, torch.device("cpu"))
+
+
+def test_the_first_round_trains_both_sides_cross_guided_parts(first_round, installed):
+    from medm2g.core.checkpoints import load_tensors
+    from medm2g.core.training.cross_guided import build_side
+
+    plan, config, layout, stage, record = first_round
+    assert stage.modalities == ("text", "xray")
+    assert set(record["stage"]["trains"]) == {f"{m}.{p}" for m in ("text", "xray")
+                                              for p in ("context_encoder", "adaptation", "cross_guidance")}
+    assert set(record["final"]) >= {"cross_text", "cross_xray"}
+    for modality in ("text", "xray"):
+        saved = load_tensors(layout.cross_guided(modality))
+        assert any(k.startswith("context_encoder.") for k in saved) and any(k.startswith("cross_guidance.") for k in saved)
+        fresh = build_side(installed, modality, config, layout, load_trained=False).trained_state()
+        assert any(not torch.equal(saved[k], fresh[k]) for k in saved if k.startswith("cross_guidance."))
+        reloaded = build_side(installed, modality, config, layout, load_trained=True).trained_state()
+        assert all(torch.equal(saved[k], reloaded[k]) for k in saved)
+
+
+def test_each_side_attends_to_the_other_sides_latent_never_its_own(first_round, installed):
+    from medm2g.core.training.cross_guided import build_side, side_loss
+
+    plan, config, layout, _, _ = first_round
+    sides = {m: build_side(installed, m, config, layout, load_trained=True) for m in ("text", "xray")}
+    seen = {}
+    for modality, side in sides.items():
+        side.context_encoder.register_forward_pre_hook(lambda module, args, m=modality: seen.update({m: args[0]}))
+    noisy = {"text": torch.randn(2, 768, 1, 1), "xray": torch.randn(2, 4, 16, 16)}
+    noise = {m: torch.randn_like(v) for m, v in noisy.items()}
+    embeddings = {m: torch.randn(2, config.embed_dim) for m in noisy}
+    keep, timesteps = torch.ones(2, dtype=torch.bool), torch.tensor([50, 500])
+    with torch.no_grad():
+        base = side_loss("xray", "text", sides, noise, noisy, timesteps, embeddings, keep)
+    assert set(seen) == {"text"} and seen["text"] is noisy["text"]  # V_text saw text's latent; V_xray unused
+    with torch.no_grad():
+        changed = side_loss("xray", "text", sides, noise, {**noisy, "text": torch.randn(2, 768, 1, 1)},
+                            timesteps, embeddings, keep)
+    assert not torch.equal(base, changed)  # the X-ray prediction depends on the text latent it is guided by

@@ -1,0 +1,188 @@
+"""Multi-flow rounds (sections 3.4 and 3.5): latent cross-guided training of one pair A-B.
+
+Both latents are noised at the same step t. A's denoiser predicts A's noise from
+z_t^A, conditioned on B's prompt embedding C_B(x_B) (the aligned space) and attending,
+through its guidance sub-layer theta_c, to V_B([z_t^B, f_B]); B's the other way round:
+
+    L = L_cross^A + L_cross^B,   L_cross^A = || eps_A - eps_theta_A(z_t^A, t, C_B(x_B), V_B([z_t^B, f_B])) ||^2   (eq. 6)
+
+Each side always attends to the *other* side's latent, never its own. Which of
+(V_M, f_M, theta_c of M) train is the round's plan; a side frozen in this round
+still computes its loss term only if it has trainable groups, so nothing frozen
+costs a backward pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from medm2g.core.checkpoints import load_tensors, save_tensors, write_json
+from medm2g.core.diffusion.conditional import condition_context
+from medm2g.core.diffusion.cross_guidance import (
+    Adaptation,
+    ContextEncoder,
+    GuidanceAttention,
+    attach_cross_guidance,
+)
+from medm2g.core.diffusion.schedule import training_scheduler
+from medm2g.core.errors import CheckpointError
+from medm2g.core.graph_engine import Part, Stage, TrainingPlan
+from medm2g.core.run_config import RunConfig, run_config_to_dict
+from medm2g.core.training.autoencoding import load_vae
+from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.training.data import paired_records
+from medm2g.core.training.encoders import load_prompt_encoders, modality_seed
+from medm2g.core.training.latent_diffusion import load_denoiser
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.registry import ModalityRegistry
+
+logger = logging.getLogger("medm2g.train")
+
+
+class CrossGuidedSide(nn.Module):
+    """Everything of modality M that cross-guidance adds: V_M, f_M and the sub-layers theta_c in M's denoiser.
+
+    ``denoiser`` is M's trained (frozen) denoiser with the sub-layers attached.
+    """
+
+    def __init__(self, modality: str, denoiser: nn.Module, latent_shape, config: RunConfig):
+        super().__init__()
+        self.modality = modality
+        settings = config.cross_guidance
+        self.denoiser = denoiser
+        self.guidance_layers = attach_cross_guidance(denoiser, guidance_dim=config.embed_dim)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(modality_seed(config.seed + 3, modality))
+            self.context_encoder = ContextEncoder(tuple(latent_shape), config.embed_dim, settings)
+            self.adaptation = Adaptation(settings.adaptation_tokens, config.embed_dim, settings.width)
+
+    def groups(self) -> dict[Part, list[nn.Parameter]]:
+        return {
+            Part.CONTEXT_ENCODER: list(self.context_encoder.parameters()),
+            Part.ADAPTATION: list(self.adaptation.parameters()),
+            Part.CROSS_GUIDANCE: [p for layer in self.guidance_layers for p in layer.parameters()],
+        }
+
+    def guidance(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """V_M([z_t^M, f_M]): what the *other* modality's denoiser attends to."""
+        return self.context_encoder(noisy_latents, timesteps, self.adaptation(noisy_latents.shape[0]))
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        state = {f"context_encoder.{k}": v for k, v in self.context_encoder.state_dict().items()}
+        state.update({f"adaptation.{k}": v for k, v in self.adaptation.state_dict().items()})
+        for name, module in self.denoiser.named_modules():
+            if isinstance(module, GuidanceAttention):
+                state.update({f"cross_guidance.{name}.{k}": v for k, v in module.state_dict().items()})
+        return state
+
+    def load_trained_state(self, state: Mapping[str, torch.Tensor], path) -> None:
+        def part(prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+        try:
+            self.context_encoder.load_state_dict(part("context_encoder."))
+            self.adaptation.load_state_dict(part("adaptation."))
+            for name, module in self.denoiser.named_modules():
+                if isinstance(module, GuidanceAttention):
+                    module.load_state_dict(part(f"cross_guidance.{name}."))
+        except RuntimeError as error:
+            raise CheckpointError(f"{path}: cross-guided parts do not fit this model: {str(error).splitlines()[0]}") from None
+
+
+def build_side(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout,
+               load_trained: bool) -> CrossGuidedSide:
+    """M's frozen denoiser with its cross-guided parts, fresh or (``load_trained``) from an earlier round."""
+    side = CrossGuidedSide(modality, load_denoiser(registry, modality, config, layout),
+                           registry[modality].spec.latent_shape, config)
+    if load_trained:
+        path = layout.cross_guided(modality)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no cross-guided parts for {modality!r}; the round that trains them has not run")
+        side.load_trained_state(load_tensors(path), path)
+    return side
+
+
+def side_loss(target: str, other: str, sides, noise, noisy, timesteps, embeddings, keep) -> torch.Tensor:
+    """L_cross^target (eq. 6): target's noise from its noisy latent, conditioned on the other's prompt
+    embedding and attending to V_other of the *other's* noisy latent."""
+    guidance = sides[other].guidance(noisy[other], timesteps)
+    predicted = sides[target].denoiser(noisy[target], timesteps, condition_context(embeddings[other], keep), guidance)
+    return torch.nn.functional.mse_loss(predicted.float(), noise[target].float())
+
+
+def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
+                    layout: RunLayout, device: torch.device) -> dict:
+    """Train (or resume) one multi-flow round; saves the cross-guided parts of the sides it trains."""
+    pair = stage.modalities
+    trained_groups = {(g.modality, g.part) for g in stage.trains}
+    trained_sides = [m for m in pair if any((m, part) in trained_groups for part in Part)]
+    sides = {m: build_side(registry, m, config, layout, load_trained=m not in trained_sides).to(device) for m in pair}
+    vaes = {m: load_vae(registry, m, config, layout).to(device) for m in pair}
+    encoders = {m: e.to(device).requires_grad_(False) for m, e in load_prompt_encoders(registry, pair, config, layout).items()}
+    for side in sides.values():
+        side.requires_grad_(False)
+    parameters = []
+    for modality in trained_sides:
+        for part, group in sides[modality].groups().items():
+            if (modality, part) in trained_groups:
+                for parameter in group:
+                    parameter.requires_grad_(True)
+                parameters += group
+    data = paired_records(plan.graph, stage.datasets, pair, registry, split="train")
+    batch_size = min(config.cross_guidance.batch_size, len(data))
+    with torch.no_grad():  # f_M starts at C_M(x_M) of sampled training records (Textual Inversion)
+        sample = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, 0))
+        for modality in trained_sides:
+            embeddings = encoders[modality](_to_device(sample[modality], device))
+            sides[modality].adaptation.initialise_from(embeddings, torch.Generator().manual_seed(config.seed))
+    optimizer = torch.optim.Adam(parameters, lr=config.cross_guidance.learning_rate,
+                                 weight_decay=config.cross_guidance.weight_decay)
+    scheduler = training_scheduler(config.diffusion)
+
+    def step_loss(step: int, generator: torch.Generator):
+        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
+        with torch.no_grad():
+            inputs = {m: _to_device(batch[m], device) for m in pair}
+            latents = {m: vaes[m].encode(inputs[m], generator=generator) for m in pair}
+            embeddings = {m: encoders[m](inputs[m]).float() for m in pair}
+        size = len(batch["subject_id"])
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
+        noise = {m: torch.randn(latents[m].shape, generator=generator).to(device) for m in pair}
+        noisy = {m: scheduler.add_noise(latents[m], noise[m], timesteps) for m in pair}
+        keep = (torch.rand(size, generator=generator) >= config.diffusion.condition_dropout).to(device)
+        a, b = pair
+        terms = {}
+        for target, other in ((a, b), (b, a)):
+            # a side's term trains its theta_c and the other's V, f: compute it when any of those train
+            if target in trained_sides or other in trained_sides:
+                terms[target] = side_loss(target, other, sides, noise, noisy, timesteps, embeddings, keep)
+        loss = sum(terms.values())
+        return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
+
+    stateful = {m: sides[m] for m in trained_sides}
+    history, seconds = run_steps(stage, layout, stateful, optimizer, step_loss, config.cross_guidance.steps,
+                                 config.cross_guidance.checkpoint_every, config.seed,
+                                 config.cross_guidance.warmup_steps, max_grad_norm=1.0)
+    for modality in trained_sides:
+        save_tensors(layout.cross_guided(modality), sides[modality].trained_state(),
+                     {"modality": modality, "stage": stage.title, "size": config.size.value})
+    record = {
+        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": list(pair),
+                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen]},
+        "datasets": list(stage.datasets), "records": len(data), "steps": config.cross_guidance.steps,
+        "seconds_this_session": round(seconds, 2), "final": history[-1] if history else {},
+        "config": run_config_to_dict(config),
+        "weights": {m: str(layout.cross_guided(m)) for m in trained_sides},
+    }
+    write_json(layout.stage_record(stage), record)
+    finish_stage(layout, stage)
+    return record
+
+
+def _to_device(samples, device):
+    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)

@@ -1,0 +1,60 @@
+"""The multi-flow trainer: every stage of a plan, in order, resuming where a run stopped.
+
+Alignment stages run first (they share the live encoders), then each VAE, each
+single-modality LDM and the multi-flow rounds. A stage with a record in the run
+folder is complete and skipped; one with a saved state resumes at its step.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import attrs
+import torch
+
+from medm2g.core.checkpoints import read_json
+from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
+from medm2g.core.run_config import RunConfig
+from medm2g.core.training.alignment import align
+from medm2g.core.training.autoencoding import run_vae_stage
+from medm2g.core.training.cross_guided import run_round_stage
+from medm2g.core.training.encoders import resolve_device
+from medm2g.core.training.latent_diffusion import run_ldm_stage
+from medm2g.core.training.layout import RunLayout
+from medm2g.registry import ModalityRegistry
+
+logger = logging.getLogger("medm2g.train")
+
+STAGE_RUNNERS = {
+    StageKind.VAE: run_vae_stage,
+    StageKind.LDM: run_ldm_stage,
+    StageKind.CROSS_GUIDED: run_round_stage,
+}
+"""How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, device)."""
+
+
+@attrs.frozen
+class StageResult:
+    stage: Stage
+    record: dict
+    skipped: bool
+
+
+def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[StageResult]:
+    """Run (or resume) the whole plan into ``run_dir``."""
+    layout = RunLayout(run_dir)
+    device = resolve_device(config.device)
+    results = [StageResult(r.stage, r.record, r.skipped) for r in align(plan, registry, config, run_dir)]
+    for stage in plan.stages:
+        if stage.kind is StageKind.ALIGNMENT:
+            continue
+        record_path = layout.stage_record(stage)
+        if record_path.is_file():
+            results.append(StageResult(stage, read_json(record_path), skipped=True))
+            continue
+        logger.info("stage %d/%d: %s", stage.index, len(plan.stages), stage.title)
+        with torch.random.fork_rng(devices=[]):
+            record = STAGE_RUNNERS[stage.kind](plan, stage, registry, config, layout, device)
+        results.append(StageResult(stage, record, skipped=False))
+    return results
