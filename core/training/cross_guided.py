@@ -68,6 +68,12 @@ class CrossGuidedSide(nn.Module):
             Part.CROSS_GUIDANCE: [p for layer in self.guidance_layers for p in layer.parameters()],
         }
 
+    def trainable_parts(self) -> nn.ModuleDict:
+        """The modules a round may train (without the frozen denoiser around theta_c): what a
+        resumable state needs to hold."""
+        return nn.ModuleDict({"context_encoder": self.context_encoder, "adaptation": self.adaptation,
+                              "cross_guidance": nn.ModuleList(self.guidance_layers)})
+
     def guidance(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """V_M([z_t^M, f_M]): what the *other* modality's denoiser attends to."""
         return self.context_encoder(noisy_latents, timesteps, self.adaptation(noisy_latents.shape[0]))
@@ -164,7 +170,7 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
         loss = sum(terms.values())
         return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
 
-    stateful = {m: sides[m] for m in trained_sides}
+    stateful = {m: sides[m].trainable_parts() for m in trained_sides}
     history, seconds = run_steps(stage, layout, stateful, optimizer, step_loss, config.cross_guidance.steps,
                                  config.cross_guidance.checkpoint_every, config.seed,
                                  config.cross_guidance.warmup_steps, max_grad_norm=1.0)

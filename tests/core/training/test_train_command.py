@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from medm2g.core.cli import main
 
 TINY = """\
@@ -35,3 +37,54 @@ def test_train_runs_every_stage_in_the_plans_order_then_resumes_as_complete(blob
 
     assert main(arguments) == 0
     assert capsys.readouterr().out.count("already complete") == len(titles)
+
+
+def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_weights(
+        blob_cohort, installed, tmp_path, monkeypatch):
+    import torch
+
+    from medm2g.core.checkpoints import load_tensors
+    from medm2g.core.pair_graph import load_pair_graph
+    from medm2g.core.run_config import load_run_config
+    from medm2g.core.training import cross_guided, latent_diffusion
+    from medm2g.core.training.run import prepare_run
+    from medm2g.core.training.trainer import train
+
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("ldm: {steps: 3, batch_size: 8}",
+                                                     "ldm: {steps: 4, batch_size: 8, checkpoint_every: 2}")
+                                        .replace("cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}",
+                                                 "cross_guidance: {width: 32, heads: 2, steps: 4, batch_size: 8, "
+                                                 "checkpoint_every: 2}") + "seed: 5\ndevice: cpu\n")
+    config = load_run_config(tmp_path / "tiny.yaml")
+    assert (config.ldm.checkpoint_every, config.cross_guidance.checkpoint_every) == (2, 2)
+    graph = load_pair_graph(blob_cohort / "blobs.yaml", installed=installed)
+
+    def run(folder):
+        return train(prepare_run(graph, installed, config, folder), installed, config, folder)
+
+    run(tmp_path / "uninterrupted")
+    # LDM ct at step 2 (its 3rd batch); round 1 at step 2 (after the f_B sampling batch and 2 steps)
+    for module, stop_at in ((latent_diffusion, 4 + 4 + 3), (cross_guided, 4)):
+        real, calls = module.make_batch, {"n": 0}
+
+        def stopping(*args, real=real, calls=calls, stop_at=stop_at, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == stop_at:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "make_batch", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "stopped")
+        (state,) = (tmp_path / "stopped").glob("stages/*/state.safetensors")  # stopped mid-stage, after a checkpoint
+        assert state.parent.name.startswith(("08-ldm-ct", "09-cross_guided-text-xray")), state
+        monkeypatch.setattr(module, "make_batch", real)
+    run(tmp_path / "stopped")
+
+    weights = sorted(p.relative_to(tmp_path / "uninterrupted")
+                     for p in (tmp_path / "uninterrupted").rglob("*.safetensors"))
+    assert len(weights) >= 12  # 3 encoders, 3 VAEs, 3 denoisers, 3 cross-guided parts
+    for relative in weights:
+        expected, resumed = load_tensors(tmp_path / "uninterrupted" / relative), load_tensors(tmp_path / "stopped" / relative)
+        assert expected.keys() == resumed.keys(), relative
+        assert all(torch.equal(expected[k], resumed[k]) for k in expected), relative
