@@ -141,21 +141,33 @@ def _run_config(args: argparse.Namespace):
     )
 
 
-def _command_align(args: argparse.Namespace) -> int:
+def _prepared_run(args: argparse.Namespace):
+    """The installed modalities, the run config and the plan, with the run folder bound to them."""
     from medm2g.core.pair_graph import load_pair_graph
-    from medm2g.core.retrieval import format_retrieval
-    from medm2g.core.training.alignment import align, evaluate_alignment
     from medm2g.core.training.run import prepare_run
     from medm2g.registry import load_modalities
 
     registry = load_modalities()
     graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
     config = _run_config(args)
-    plan = prepare_run(graph, registry, config, args.out)
-    for result in align(plan, registry, config, args.out):
+    return registry, config, prepare_run(graph, registry, config, args.out)
+
+
+def _print_stages(results, index_width: int, loss_digits: int) -> None:
+    """One line per stage: its time this session (or that it was complete already) and its last loss."""
+    for result in results:
         final = result.record.get("final", {})
         state = "already complete" if result.skipped else f"{result.record['seconds_this_session']:.0f} s"
-        print(f"stage {result.stage.index} {result.stage.title}: {state}, final loss {final.get('loss', float('nan')):.3f}")
+        print(f"stage {result.stage.index:{index_width}d} {result.stage.title}: {state}, "
+              f"final loss {final.get('loss', float('nan')):.{loss_digits}f}")
+
+
+def _command_align(args: argparse.Namespace) -> int:
+    from medm2g.core.retrieval import format_retrieval
+    from medm2g.core.training.alignment import align, evaluate_alignment
+
+    registry, config, plan = _prepared_run(args)
+    _print_stages(align(plan, registry, config, args.out), index_width=1, loss_digits=3)
     rows = evaluate_alignment(plan, registry, config, args.out)
     print(f"\nheld-out retrieval ({rows[0].subjects} subjects; pairs marked 'no' were never trained together):")
     print(format_retrieval(rows))
@@ -164,19 +176,10 @@ def _command_align(args: argparse.Namespace) -> int:
 
 
 def _command_train(args: argparse.Namespace) -> int:
-    from medm2g.core.pair_graph import load_pair_graph
-    from medm2g.core.training.run import prepare_run
     from medm2g.core.training.trainer import train
-    from medm2g.registry import load_modalities
 
-    registry = load_modalities()
-    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
-    config = _run_config(args)
-    plan = prepare_run(graph, registry, config, args.out)
-    for result in train(plan, registry, config, args.out):
-        final = result.record.get("final", {})
-        state = "already complete" if result.skipped else f"{result.record['seconds_this_session']:.0f} s"
-        print(f"stage {result.stage.index:2d} {result.stage.title}: {state}, final loss {final.get('loss', float('nan')):.4f}")
+    registry, config, plan = _prepared_run(args)
+    _print_stages(train(plan, registry, config, args.out), index_width=2, loss_digits=4)
     print(f"trained models in {args.out / 'models'} and {args.out / 'encoders'}; records and loss curves in {args.out / 'stages'}")
     return 0
 

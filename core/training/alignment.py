@@ -23,18 +23,17 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-import attrs
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import read_json, write_json
+from medm2g.core.checkpoints import read_json
 from medm2g.core.errors import DataError
 from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
 from medm2g.core.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
 from medm2g.core.manifest import read_manifest, validate_manifest
 from medm2g.core.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
-from medm2g.core.run_config import AlignmentConfig, RunConfig, run_config_to_dict
-from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.run_config import AlignmentConfig, RunConfig
+from medm2g.core.training.batches import batch_indices, make_batch, to_device
 from medm2g.core.training.data import manifest_path, paired_records
 from medm2g.core.training.encoders import (
     build_prompt_encoder,
@@ -43,21 +42,10 @@ from medm2g.core.training.encoders import (
     save_prompt_encoder,
 )
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.core.training.loop import StageResult, complete_stage, run_steps, stage_record
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.align")
-
-
-@attrs.frozen
-class AlignmentStageResult:
-    stage: Stage
-    record: dict
-    skipped: bool  # already complete in this run folder
-
-
-def _to_device(samples, device: torch.device):
-    return samples.to(device) if isinstance(samples, torch.Tensor) else samples
 
 
 class AlignmentStep:
@@ -73,7 +61,7 @@ class AlignmentStep:
     def __call__(self, batch: dict, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
         embeddings, vi_terms = {}, {}
         for modality in self.stage.modalities:
-            samples = _to_device(batch[modality], device)
+            samples = to_device(batch[modality], device)
             encoder = self.encoders[modality]
             if modality not in self.trained:
                 with torch.no_grad():
@@ -91,11 +79,10 @@ class AlignmentStep:
         tau = self.temperature() if self.config.learn_temperature else torch.tensor(self.config.temperature)
         info_nce = symmetric_info_nce(embeddings[a], embeddings[b], tau)
         loss = self.config.info_nce_weight * info_nce
-        logs = {"loss": 0.0, "info_nce": float(info_nce.detach()), "temperature": float(tau.detach())}
+        logs = {"info_nce": float(info_nce.detach()), "temperature": float(tau.detach())}
         for modality, term in vi_terms.items():
             loss = loss + self.config.visual_invariant_weight * term
             logs[f"vi_{modality}"] = float(term.detach())
-        logs["loss"] = float(loss.detach())
         return loss, logs
 
 
@@ -145,9 +132,7 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
 
     def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        loss, logs = compute(batch, generator, device)
-        logs.pop("loss")
-        return loss, logs
+        return compute(batch, generator, device)
 
     history, seconds = run_steps(stage, layout, stateful, optimizer, step_loss, settings.steps,
                                  settings.checkpoint_every, config.seed, settings.warmup_steps)
@@ -155,23 +140,13 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
     for modality in trained:
         _freeze(encoders[modality])
         save_prompt_encoder(layout, modality, encoders[modality], config, stage.title)
-    record = {
-        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": list(stage.modalities),
-                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen],
-                  "visual_invariant": list(compute.visual_invariant)},
-        "datasets": [str(p) for p in stage.datasets],
-        "records": len(data),
-        "steps": settings.steps,
-        "seconds_this_session": round(seconds, 2),
-        "final": history[-1] if history else {},
-        "temperature": float(temperature().detach()),
-        "validation": _validation_recall(plan.graph, stage, encoders, registry, device),
-        "config": run_config_to_dict(config),
-        "encoders": {m: str(layout.encoder(m)) for m in trained},
-    }
-    write_json(layout.stage_record(stage), record)
-    finish_stage(layout, stage)
-    return record
+    return complete_stage(layout, stage, stage_record(
+        stage, len(data), settings.steps, seconds, history, config,
+        stage_details={"visual_invariant": list(compute.visual_invariant)},
+        temperature=float(temperature().detach()),
+        validation=_validation_recall(plan.graph, stage, encoders, registry, device),
+        encoders={m: str(layout.encoder(m)) for m in trained},
+    ))
 
 
 def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path):
@@ -188,7 +163,7 @@ def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: R
     return rows
 
 
-def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[AlignmentStageResult]:
+def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[StageResult]:
     """Run (or resume) every alignment stage of ``plan``; aligned encoders land in ``RUN/encoders``."""
     layout = RunLayout(run_dir)
     device = resolve_device(config.device)
@@ -200,10 +175,10 @@ def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
         if record_path.is_file():
             trained = [group.modality for group in stage.trains]
             encoders.update(load_prompt_encoders(registry, trained, config, layout))
-            results.append(AlignmentStageResult(stage, read_json(record_path), skipped=True))
+            results.append(StageResult(stage, read_json(record_path), skipped=True))
             logger.info("%s: already complete in %s", stage.title, run_dir)
             continue
         logger.info("stage %d/%d: %s on %s", stage.index, len(stages), stage.title, ", ".join(stage.datasets))
         record = run_alignment_stage(plan, stage, encoders, registry, config, layout, device)
-        results.append(AlignmentStageResult(stage, record, skipped=False))
+        results.append(StageResult(stage, record, skipped=False))
     return results

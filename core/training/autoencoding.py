@@ -15,28 +15,23 @@ import logging
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_module, read_metadata, save_module, write_json
+from medm2g.core.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Stage, TrainingPlan
-from medm2g.core.run_config import RunConfig, run_config_to_dict
-from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.run_config import RunConfig
+from medm2g.core.training.batches import batch_indices, make_batch, to_device
 from medm2g.core.training.data import paired_records
-from medm2g.core.training.encoders import modality_seed
+from medm2g.core.training.encoders import seeded_init
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
 
 
 def build_vae(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(modality_seed(config.seed + 1, modality))
+    with seeded_init(config.seed + 1, modality):
         return registry[modality].vae(config.size)
-
-
-def _to_device(samples, device):
-    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)
 
 
 @torch.no_grad()
@@ -48,7 +43,7 @@ def calibrate_scale(vae: nn.Module, data, batch_size: int, samples: int, modalit
     count = min(samples, len(data))
     for start in range(0, count, batch_size):
         batch = make_batch(data, range(start, min(start + batch_size, count)))
-        latents.append(vae.encode(_to_device(batch[modality], device), generator=torch.Generator().manual_seed(start)))
+        latents.append(vae.encode(to_device(batch[modality], device), generator=torch.Generator().manual_seed(start)))
     std = float(torch.cat(latents).float().std())
     return 1.0 / max(std, 1e-6)
 
@@ -67,7 +62,7 @@ def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
 
     def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        return vae.training_loss(_to_device(batch[modality], device), generator=generator, kl_weight=kl_weight)
+        return vae.training_loss(to_device(batch[modality], device), generator=generator, kl_weight=kl_weight)
 
     history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, settings.steps,
                                  settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
@@ -77,17 +72,9 @@ def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
                                             "scaling_factor": f"{scale:.8g}", "stage": stage.title})
     if hasattr(vae, "export_pretrained"):
         vae.export_pretrained(layout.exported(modality, "vae"))
-    record = {
-        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": [modality],
-                  "trains": [str(g) for g in stage.trains]},
-        "datasets": list(stage.datasets), "records": len(data), "steps": settings.steps,
-        "seconds_this_session": round(seconds, 2), "final": history[-1] if history else {},
-        "scaling_factor": scale, "config": run_config_to_dict(config), "weights": str(layout.vae(modality)),
-    }
-    write_json(layout.stage_record(stage), record)
-    finish_stage(layout, stage)
     logger.info("%s: done, latent scale %.4f", stage.title, scale)
-    return record
+    return complete_stage(layout, stage, stage_record(stage, len(data), settings.steps, seconds, history, config,
+                                                      scaling_factor=scale, weights=str(layout.vae(modality))))
 
 
 def load_vae(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout) -> nn.Module:

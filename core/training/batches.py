@@ -48,3 +48,8 @@ def batch_indices(size: int, batch_size: int, seed: int, step: int) -> list[int]
 
 def make_batch(dataset: Dataset, indices: Sequence[int]) -> dict:
     return collate_samples([dataset[i] for i in indices])
+
+
+def to_device(samples, device: torch.device):
+    """A batch of one modality on ``device``: tensors moved, text kept as a list of str."""
+    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)

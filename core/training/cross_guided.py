@@ -20,7 +20,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_tensors, save_tensors, write_json
+from medm2g.core.checkpoints import load_tensors, save_tensors
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.cross_guidance import (
     Adaptation,
@@ -31,14 +31,14 @@ from medm2g.core.diffusion.cross_guidance import (
 from medm2g.core.diffusion.schedule import training_scheduler
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Part, Stage, TrainingPlan
-from medm2g.core.run_config import RunConfig, run_config_to_dict
+from medm2g.core.run_config import RunConfig
 from medm2g.core.training.autoencoding import load_vae
-from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.training.batches import batch_indices, make_batch, to_device
 from medm2g.core.training.data import paired_records
-from medm2g.core.training.encoders import load_prompt_encoders, modality_seed
+from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
 from medm2g.core.training.latent_diffusion import load_denoiser
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
@@ -56,8 +56,7 @@ class CrossGuidedSide(nn.Module):
         settings = config.cross_guidance
         self.denoiser = denoiser
         self.guidance_layers = attach_cross_guidance(denoiser, guidance_dim=config.embed_dim)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(modality_seed(config.seed + 3, modality))
+        with seeded_init(config.seed + 3, modality):
             self.context_encoder = ContextEncoder(tuple(latent_shape), config.embed_dim, settings)
             self.adaptation = Adaptation(settings.adaptation_tokens, config.embed_dim, settings.width)
 
@@ -144,7 +143,7 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
     with torch.no_grad():  # f_M starts at C_M(x_M) of sampled training records (Textual Inversion)
         sample = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, 0))
         for modality in trained_sides:
-            embeddings = encoders[modality](_to_device(sample[modality], device))
+            embeddings = encoders[modality](to_device(sample[modality], device))
             sides[modality].adaptation.initialise_from(embeddings, torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.Adam(parameters, lr=config.cross_guidance.learning_rate,
                                  weight_decay=config.cross_guidance.weight_decay)
@@ -153,7 +152,7 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
     def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
         with torch.no_grad():
-            inputs = {m: _to_device(batch[m], device) for m in pair}
+            inputs = {m: to_device(batch[m], device) for m in pair}
             latents = {m: vaes[m].encode(inputs[m], generator=generator) for m in pair}
             embeddings = {m: encoders[m](inputs[m]).float() for m in pair}
         size = len(batch["subject_id"])
@@ -177,18 +176,6 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
     for modality in trained_sides:
         save_tensors(layout.cross_guided(modality), sides[modality].trained_state(),
                      {"modality": modality, "stage": stage.title, "size": config.size.value})
-    record = {
-        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": list(pair),
-                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen]},
-        "datasets": list(stage.datasets), "records": len(data), "steps": config.cross_guidance.steps,
-        "seconds_this_session": round(seconds, 2), "final": history[-1] if history else {},
-        "config": run_config_to_dict(config),
-        "weights": {m: str(layout.cross_guided(m)) for m in trained_sides},
-    }
-    write_json(layout.stage_record(stage), record)
-    finish_stage(layout, stage)
-    return record
-
-
-def _to_device(samples, device):
-    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)
+    return complete_stage(layout, stage, stage_record(
+        stage, len(data), config.cross_guidance.steps, seconds, history, config,
+        weights={m: str(layout.cross_guided(m)) for m in trained_sides}))

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -27,10 +28,19 @@ def modality_seed(seed: int, modality: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(modality.encode())) % 2**63
 
 
+@contextlib.contextmanager
+def seeded_init(seed: int, modality: str) -> Iterator[None]:
+    """Build a model inside this to give it initial weights fixed by (seed, modality) alone,
+    without disturbing the global random state. Each kind of model passes its own ``seed``
+    offset so that, say, the VAE and the denoiser of one modality do not start alike."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(modality_seed(seed, modality))
+        yield
+
+
 def build_prompt_encoder(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
     """C_M for ``modality`` at the run's size and width, initialised from the run seed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(modality_seed(config.seed, modality))
+    with seeded_init(config.seed, modality):
         return registry[modality].prompt_encoder(
             config.size, config.embed_dim, config.model_options(modality, "prompt_encoder")
         )

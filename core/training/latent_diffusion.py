@@ -17,31 +17,26 @@ import logging
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_module, save_module, write_json
+from medm2g.core.checkpoints import load_module, save_module
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.schedule import training_scheduler
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Stage, TrainingPlan
-from medm2g.core.run_config import RunConfig, run_config_to_dict
+from medm2g.core.run_config import RunConfig
 from medm2g.core.training.autoencoding import load_vae
-from medm2g.core.training.batches import batch_indices, make_batch
+from medm2g.core.training.batches import batch_indices, make_batch, to_device
 from medm2g.core.training.data import paired_records
-from medm2g.core.training.encoders import load_prompt_encoders, modality_seed
+from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.loop import finish_stage, run_steps
+from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
 
 
 def build_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(modality_seed(config.seed + 2, modality))
+    with seeded_init(config.seed + 2, modality):
         return registry[modality].unet(config.size, config.embed_dim)
-
-
-def _to_device(samples, device):
-    return samples.to(device) if isinstance(samples, torch.Tensor) else list(samples)
 
 
 class LatentDiffusionStep:
@@ -53,7 +48,7 @@ class LatentDiffusionStep:
         self.scheduler, self.condition_dropout = scheduler, condition_dropout
 
     def __call__(self, batch: dict, generator: torch.Generator, device: torch.device):
-        samples = _to_device(batch[self.modality], device)
+        samples = to_device(batch[self.modality], device)
         with torch.no_grad():
             latents = self.vae.encode(samples, generator=generator)
             embeddings = self.encoder(samples).float()
@@ -95,16 +90,8 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
                  "stage": stage.title})
     if hasattr(denoiser, "export_pretrained"):
         denoiser.export_pretrained(layout.exported(modality, "unet"))
-    record = {
-        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": [modality],
-                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen]},
-        "datasets": list(stage.datasets), "records": len(data), "steps": settings.steps,
-        "seconds_this_session": round(seconds, 2), "final": history[-1] if history else {},
-        "config": run_config_to_dict(config), "weights": str(layout.denoiser(modality)),
-    }
-    write_json(layout.stage_record(stage), record)
-    finish_stage(layout, stage)
-    return record
+    return complete_stage(layout, stage, stage_record(stage, len(data), settings.steps, seconds, history, config,
+                                                      weights=str(layout.denoiser(modality))))
 
 
 def load_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout) -> nn.Module:

@@ -14,11 +14,14 @@ import math
 import time
 from typing import Callable, Mapping
 
+import attrs
 import torch
 from torch import nn
 
+from medm2g.core.checkpoints import write_json
 from medm2g.core.graph_engine import Stage
 from medm2g.core.progress import progress
+from medm2g.core.run_config import RunConfig, run_config_to_dict
 from medm2g.core.training.history import append_history, draw_curves, read_history, truncate_history
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.state import load_training_state, save_training_state
@@ -88,6 +91,35 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
     return history, time.perf_counter() - started
 
 
-def finish_stage(layout: RunLayout, stage: Stage) -> None:
-    """Drop the resumable state once the stage's outputs and record are written."""
+@attrs.frozen
+class StageResult:
+    """A stage of a run: its record, and whether it was already complete in the run folder."""
+
+    stage: Stage
+    record: dict
+    skipped: bool
+
+
+def stage_record(stage: Stage, records: int, steps: int, seconds: float, history: list[dict], config: RunConfig,
+                 stage_details: Mapping[str, object] | None = None, **details: object) -> dict:
+    """What every stage's record says (the stage, its data, steps, time, last losses, the config),
+    then what is particular to the stage (``details``)."""
+    return {
+        "stage": {"index": stage.index, "kind": stage.kind.value, "modalities": list(stage.modalities),
+                  "trains": [str(g) for g in stage.trains], "frozen": [str(g) for g in stage.frozen],
+                  **(stage_details or {})},
+        "datasets": [str(d) for d in stage.datasets],
+        "records": records,
+        "steps": steps,
+        "seconds_this_session": round(seconds, 2),
+        "final": history[-1] if history else {},
+        "config": run_config_to_dict(config),
+        **details,
+    }
+
+
+def complete_stage(layout: RunLayout, stage: Stage, record: dict) -> dict:
+    """Write the stage's record (which marks it complete) and drop its resumable state."""
+    write_json(layout.stage_record(stage), record)
     layout.stage_state(stage).unlink(missing_ok=True)
+    return record

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import attrs
 import torch
 
 from medm2g.core.checkpoints import read_json
-from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
+from medm2g.core.graph_engine import StageKind, TrainingPlan
 from medm2g.core.run_config import RunConfig
 from medm2g.core.training.alignment import align
 from medm2g.core.training.autoencoding import run_vae_stage
@@ -22,6 +21,7 @@ from medm2g.core.training.cross_guided import run_round_stage
 from medm2g.core.training.encoders import resolve_device
 from medm2g.core.training.latent_diffusion import run_ldm_stage
 from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.loop import StageResult
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
@@ -34,18 +34,11 @@ STAGE_RUNNERS = {
 """How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, device)."""
 
 
-@attrs.frozen
-class StageResult:
-    stage: Stage
-    record: dict
-    skipped: bool
-
-
 def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[StageResult]:
     """Run (or resume) the whole plan into ``run_dir``."""
     layout = RunLayout(run_dir)
     device = resolve_device(config.device)
-    results = [StageResult(r.stage, r.record, r.skipped) for r in align(plan, registry, config, run_dir)]
+    results = align(plan, registry, config, run_dir)
     for stage in plan.stages:
         if stage.kind is StageKind.ALIGNMENT:
             continue
