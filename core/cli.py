@@ -184,6 +184,34 @@ def _command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_generate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from medm2g.core.generation.backends import GenerationRequest, generation_backend
+    from medm2g.core.generation.conditions import read_condition
+    from medm2g.core.generation.outputs import write_generation
+    from medm2g.core.generation.trained_run import TrainedRun
+    from medm2g.registry import load_modalities
+
+    registry = load_modalities()
+    run = TrainedRun.open(args.run_dir, registry, device=args.device)
+    conditions = [read_condition(argument, registry, args.slice) for argument in args.condition or ()]
+    request = GenerationRequest(outputs=args.to, conditions=conditions, samples_per_condition=args.n, seed=args.seed,
+                                joint=args.joint, steps=args.steps, guidance_scale=args.guidance,
+                                batch_size=args.batch_size)
+    backend = generation_backend(args.backend, run)
+    samples = backend.generate(request)
+    command = shlex.join(["medm2g", *args.argv])
+    record = write_generation(args.out, request, samples, registry, model=f"medm2g run {run.layout.root.resolve()}",
+                              backend=args.backend, command=command, image_format=args.format)
+    for row in record["rows"]:
+        texts = row.get("text", {})
+        shown = ", ".join(f"{m}: {texts[m]!r}" if m in texts else f"{m} -> {path}" for m, path in row["files"].items())
+        print(f"row {row['row']} (seed {row['seed']}): {shown}")
+    print(f"written: {args.out / 'generation.json'}, {args.out / 'grid.png'}")
+    return 0
+
+
 def _command_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -229,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "phantom", help="generate the embedded default data: a phantom cohort with known findings"
     )
     phantom.add_argument("--out", type=Path, required=True, help="folder to write the cohort into")
-    phantom.add_argument("--n", type=int, default=200, help="number of subjects (default 200)")
+    phantom.add_argument("--n", type=int, default=600, help="number of subjects (default 600)")
     phantom.add_argument("--seed", type=int, default=0, help="random seed; subject i depends only on it and i")
     phantom.add_argument("--graph", default="medm2g.yaml",
                          help="pair graph whose pairs get one manifest each (default: the paper's)")
@@ -251,6 +279,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(train)
     train.set_defaults(run=_command_train)
 
+    generate = commands.add_parser(
+        "generate", help="any-to-any generation from a trained run (text to image, image to text, image to image, joint)")
+    generate.add_argument("run_dir", metavar="RUN", type=Path, help="a run folder written by `medm2g train`")
+    generate.add_argument("--to", nargs="+", required=True, metavar="MODALITY", help="the modalities to generate")
+    generate.add_argument("--from", dest="condition", action="append", metavar="MODALITY=VALUE",
+                          help="a condition: a file the modality reads (DICOM, NIfTI, PNG, .txt) or, for text, the "
+                               "report itself; repeat for several (one set of rows each); none: unconditional")
+    generate.add_argument("--joint", action="store_true",
+                          help="sample the --to modalities together, each attending to the others' latents")
+    generate.add_argument("--out", type=Path, required=True, help="folder for the samples, generation.json and grid.png")
+    generate.add_argument("-n", type=int, default=1, help="samples per condition (default 1)")
+    generate.add_argument("--seed", type=int, default=0, help="row i uses seed+i (default 0)")
+    generate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50)")
+    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's, 2.0)")
+    generate.add_argument("--slice", type=int, help="which slice of a volume condition (default: the middle one)")
+    generate.add_argument("--format", help="file type for imaging outputs: png, nii.gz, dcm or npy "
+                                           "(default: png for images, nii.gz for volumes)")
+    generate.add_argument("--batch-size", type=int, default=8, help="rows sampled at once (default 8)")
+    generate.add_argument("--backend", default="medm2g", help="generation backend (default: medm2g)")
+    generate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
+    generate.set_defaults(run=_command_generate)
+
     config = commands.add_parser("config", help="print the full run config (defaults, or a file's with defaults filled)")
     config.add_argument("config", nargs="?", type=Path, help="a run config YAML file")
     config.set_defaults(run=_command_config)
@@ -262,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in outputs, so a result says how to make it again
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     if not args.verbose:
         # pydicom logs per-file oddities (implicit VR, padding); reasons that matter reach the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medm2g.core.diffusion.schedule import DiffusionConfig, guided, sample, sampling_scheduler
+from medm2g.core.diffusion.schedule import DiffusionConfig, Generators, guided, sample, sampling_scheduler
 
 
 def condition_context(embeddings: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,7 @@ def condition_context(embeddings: torch.Tensor, keep: torch.Tensor) -> torch.Ten
 
 
 def conditional_sample(denoiser: nn.Module, embeddings: torch.Tensor, latent_shape: tuple[int, ...],
-                       config: DiffusionConfig, generator: torch.Generator, steps: int | None = None) -> torch.Tensor:
+                       config: DiffusionConfig, generator: Generators, steps: int | None = None) -> torch.Tensor:
     """Latents (B, *latent_shape) for the B conditions, with classifier-free guidance."""
     size = embeddings.shape[0]
     device = embeddings.device

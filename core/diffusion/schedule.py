@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Callable
+from typing import Callable, Mapping, Sequence, Union
 
 import attrs
 import diffusers
 import torch
 from diffusers import DDPMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
 
 from medm2g.core.errors import ConfigError
 
@@ -67,6 +68,13 @@ def sampling_scheduler(config: DiffusionConfig) -> SchedulerMixin:
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(latents, timestep) -> predicted noise, already guided."""
 
+JointDenoise = Callable[[Mapping[str, torch.Tensor], torch.Tensor], Mapping[str, torch.Tensor]]
+"""({modality: latents}, timestep) -> {modality: predicted noise}: several latents denoised together."""
+
+Generators = Union[torch.Generator, Sequence[torch.Generator]]
+"""One generator for the batch, or one per sample: with one per sample, sample i depends only on
+its own generator, so it comes out the same whatever else is in the batch."""
+
 
 def guided(denoise: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor], scale: float) -> Denoise:
     """Classifier-free guidance: eps_null + scale * (eps_cond - eps_null); scale 1 is plain conditioning."""
@@ -79,20 +87,44 @@ def guided(denoise: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor], 
     return guided_denoise
 
 
-@torch.no_grad()
-def sample(denoise: Denoise, shape: tuple[int, ...], scheduler: SchedulerMixin, steps: int,
-           generator: torch.Generator, device: torch.device | str = "cpu", eta: float = 1.0) -> torch.Tensor:
-    """Run the reverse process from Gaussian noise (drawn from ``generator``) to z_0.
+def initial_noise(shape: tuple[int, ...], generator: Generators) -> torch.Tensor:
+    """Gaussian noise drawn on the CPU (the same numbers on every device)."""
+    if isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator)
+    return randn_tensor(shape, generator=list(generator), device=torch.device("cpu"))
 
+
+@torch.no_grad()
+def sample_jointly(denoise: JointDenoise, shapes: Mapping[str, tuple[int, ...]],
+                   schedulers: Mapping[str, SchedulerMixin], steps: int, generator: Generators,
+                   device: torch.device | str = "cpu", eta: float = 1.0) -> dict[str, torch.Tensor]:
+    """Run the reverse process of several latents in lockstep, from Gaussian noise to z_0.
+
+    At every timestep ``denoise`` sees all current latents, which is what joint
+    generation needs (each modality's denoiser attends to the others' noisy latents).
     ``eta`` is passed to schedulers that take it (DDIM); every random draw comes from
-    ``generator``, so a seed fixes the sample.
+    ``generator``, so a seed fixes the samples.
     """
-    scheduler.set_timesteps(steps, device=device)
-    latents = torch.randn(shape, generator=generator).to(device) * scheduler.init_noise_sigma
-    accepts = inspect.signature(scheduler.step).parameters
-    extra = {key: value for key, value in (("eta", eta), ("generator", generator)) if key in accepts}
-    for timestep in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(latents, timestep)
-        noise = denoise(model_input, timestep)
-        latents = scheduler.step(noise, timestep, latents, **extra).prev_sample
+    for scheduler in schedulers.values():
+        scheduler.set_timesteps(steps, device=device)
+    timesteps = next(iter(schedulers.values())).timesteps
+    latents = {m: initial_noise(shape, generator).to(device) * schedulers[m].init_noise_sigma
+               for m, shape in shapes.items()}
+    extras = {}
+    for modality, scheduler in schedulers.items():
+        accepts = inspect.signature(scheduler.step).parameters
+        extras[modality] = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepts}
+        if isinstance(generator, Sequence) and "generator" in extras[modality]:
+            extras[modality]["generator"] = list(generator)
+    for timestep in timesteps:
+        inputs = {m: schedulers[m].scale_model_input(z, timestep) for m, z in latents.items()}
+        noise = denoise(inputs, timestep)
+        latents = {m: schedulers[m].step(noise[m], timestep, z, **extras[m]).prev_sample for m, z in latents.items()}
     return latents
+
+
+def sample(denoise: Denoise, shape: tuple[int, ...], scheduler: SchedulerMixin, steps: int,
+           generator: Generators, device: torch.device | str = "cpu", eta: float = 1.0) -> torch.Tensor:
+    """One latent's reverse process: :func:`sample_jointly` with a single modality."""
+    return sample_jointly(lambda latents, t: {"z": denoise(latents["z"], t)}, {"z": shape}, {"z": scheduler},
+                          steps, generator, device, eta)["z"]

@@ -31,6 +31,8 @@ TISSUES = ("air", "csf", "gm", "wm", "bone", "soft_tissue", "lesion")
 """Channel order of :meth:`PhantomSubject.fractions`; ``lesion`` is the finding's tissue."""
 
 LESION_TYPES = ("haemorrhage", "infarct", "tumour", "calcification")
+LESION_DIAMETER_MM = (20, 40)
+"""Lesions are drawn large (a 64-pixel grid resolves about 3 mm) so that models at the CPU size can see them."""
 REGIONS = ("frontal", "parietal", "temporal", "occipital")
 SIDES = ("left", "right")
 
@@ -283,7 +285,7 @@ def random_subject(subject_id: str, rng: np.random.Generator, normal_fraction: f
         return PhantomSubject(subject_id, deformation, Finding("normal"))
     kind = str(rng.choice(LESION_TYPES))
     region, side = str(rng.choice(REGIONS)), str(rng.choice(SIDES))
-    diameter = float(np.round(rng.uniform(10, 26)))
+    diameter = float(np.round(rng.uniform(*LESION_DIAMETER_MM)))
     radius = diameter / 2
     template_centre = np.array(_place_lesion(rng, region, side, radius))
     centre = _template_to_subject(deformation, template_centre)

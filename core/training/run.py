@@ -23,7 +23,7 @@ from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g")
 
-DEFAULT_COHORT_SUBJECTS = 200
+DEFAULT_COHORT_SUBJECTS = 600
 RESUMABLE_DIFFERENCES = {"device"}
 
 

@@ -1,7 +1,8 @@
 """CT of the phantom head: Hounsfield units per tissue, mixed by partial volume, plus noise.
 
 Values are typical for non-contrast head CT (air -1000, CSF 0-15, white matter 20-30,
-grey matter 35-45, acute haemorrhage 50-80, calcification several hundred HU); the
+grey matter 35-45, acute haemorrhage 50-80, an enhancing tumour after contrast 60 or more,
+calcification several hundred HU); the
 skull saturates the [-1000, 1000] HU model window. Noise: 6 HU Gaussian, a
 typical head CT standard deviation in brain tissue.
 """
@@ -19,7 +20,7 @@ from medm2g.registry import ModalitySpec, PhantomRendering
 PHANTOM_SLICES = 16
 
 HOUNSFIELD = {"air": -1000.0, "csf": 8.0, "gm": 40.0, "wm": 26.0, "bone": 1000.0, "soft_tissue": -40.0}
-LESION_HOUNSFIELD = {"haemorrhage": 65.0, "infarct": 14.0, "tumour": 33.0, "calcification": 450.0}
+LESION_HOUNSFIELD = {"haemorrhage": 65.0, "infarct": 14.0, "tumour": 60.0, "calcification": 450.0}
 NOISE_HU = 6.0
 
 

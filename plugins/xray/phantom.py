@@ -4,6 +4,11 @@ Each detector pixel sees I = I0 * exp(-sum(mu * dl)) along its ray through the h
 Linear attenuation coefficients (1/cm) at an effective energy of about 60 keV:
 water and CSF 0.206, brain 0.21, scalp 0.19, skull (cortical bone) 0.57, fresh blood
 0.215, calcification 0.45. Quantum noise: Poisson counts at I0 = 50000 per pixel.
+
+A real skull radiograph barely shows a soft-tissue brain lesion (blood differs from
+brain by about 2 %), so the lesion coefficients here are exaggerated on purpose: an
+X-ray-report pair teaches nothing when the image cannot show the report's finding.
+``CLINICAL_LESION_ATTENUATION_PER_CM`` keeps the physical values for reference.
 The image is the log attenuation -ln(I / I0), bright where the body attenuates, as a
 radiograph is displayed (MONOCHROME2); columns run from the patient's right to left.
 """
@@ -20,7 +25,9 @@ from medm2g.registry import ModalitySpec, PhantomRendering
 
 RAY_SAMPLES = 48  # 4 mm steps through a 192 mm head
 ATTENUATION_PER_CM = {"air": 0.0, "csf": 0.206, "gm": 0.21, "wm": 0.21, "bone": 0.57, "soft_tissue": 0.19}
-LESION_ATTENUATION_PER_CM = {"haemorrhage": 0.215, "infarct": 0.205, "tumour": 0.212, "calcification": 0.45}
+CLINICAL_LESION_ATTENUATION_PER_CM = {"haemorrhage": 0.215, "infarct": 0.205, "tumour": 0.212, "calcification": 0.45}
+LESION_ATTENUATION_PER_CM = {"haemorrhage": 0.36, "infarct": 0.08, "tumour": 0.30, "calcification": 0.6}
+"""What the phantom renders: visible contrasts of the same sign as the clinical ones."""
 INCIDENT_PHOTONS = 50_000.0
 
 

@@ -6,41 +6,34 @@ import pytest
 
 from medm2g.core.cli import main
 
-TINY = """\
-size: tiny
-embed_dim: 32
-alignment: {steps: 3, batch_size: 8}
-vae: {steps: 3, batch_size: 8}
-ldm: {steps: 3, batch_size: 8}
-cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}
-diffusion: {sampling_steps: 4}
-"""
 
+def test_train_runs_every_stage_in_the_plans_order_then_resumes_as_complete(blob_cohort, tiny_trained_run, capsys):
+    run = tiny_trained_run
+    titles = ["alignment text-xray", "alignment text-ct", "vae text", "vae xray", "vae ct",
+              "ldm text", "ldm xray", "ldm ct", "cross_guided text-xray", "cross_guided text-ct"]
+    def title(stage: dict) -> str:
+        return f"{stage['kind']} {'-'.join(stage['modalities'])}"
 
-def test_train_runs_every_stage_in_the_plans_order_then_resumes_as_complete(blob_cohort, tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(TINY)
-    run = tmp_path / "run"
-    arguments = ["train", str(blob_cohort / "blobs.yaml"), "--out", str(run), "--config", str(config), "--device", "cpu"]
-    assert main(arguments) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stage")]
-    titles = [line.split(":")[0].split(maxsplit=2)[2] for line in lines]
-    assert titles == ["alignment text-xray", "alignment text-ct", "vae text", "vae xray", "vae ct",
-                      "ldm text", "ldm xray", "ldm ct", "cross_guided text-xray", "cross_guided text-ct"]
     plan = json.loads((run / "plan.json").read_text())
-    assert len(plan["stages"]) == len(titles)
+    assert [title(stage) for stage in plan["stages"]] == titles
+    records = sorted(run.glob("stages/*/record.json"))
+    assert [title(json.loads(path.read_text())["stage"]) for path in records] == titles  # all ran, in this order
     for modality in ("text", "xray", "ct"):
         assert (run / "models" / modality / "denoiser.safetensors").is_file()
     assert (run / "models" / "xray" / "cross_guided.safetensors").is_file()
     assert (run / "models" / "ct" / "cross_guided.safetensors").is_file()
     assert not list(run.glob("stages/*/state.safetensors"))  # every stage finished
 
+    arguments = ["train", str(blob_cohort / "blobs.yaml"), "--out", str(run), "--config",
+                 str(run.parent / "tiny.yaml"), "--device", "cpu"]
     assert main(arguments) == 0
-    assert capsys.readouterr().out.count("already complete") == len(titles)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stage")]
+    assert [line.split(":")[0].split(maxsplit=2)[2] for line in lines] == titles
+    assert all(line.endswith("already complete, final loss " + line.rsplit(" ", 1)[1]) for line in lines)
 
 
 def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_weights(
-        blob_cohort, installed, tmp_path, monkeypatch):
+        blob_cohort, installed, tmp_path, monkeypatch, tiny_run_config):
     import torch
 
     from medm2g.core.checkpoints import load_tensors
@@ -50,7 +43,7 @@ def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_w
     from medm2g.core.training.run import prepare_run
     from medm2g.core.training.trainer import train
 
-    (tmp_path / "tiny.yaml").write_text(TINY.replace("ldm: {steps: 3, batch_size: 8}",
+    (tmp_path / "tiny.yaml").write_text(tiny_run_config.replace("ldm: {steps: 3, batch_size: 8}",
                                                      "ldm: {steps: 4, batch_size: 8, checkpoint_every: 2}")
                                         .replace("cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}",
                                                  "cross_guidance: {width: 32, heads: 2, steps: 4, batch_size: 8, "

@@ -77,3 +77,34 @@ def blob_cohort(tmp_path_factory, installed):
     root = tmp_path_factory.mktemp("blobs")
     write_blob_cohort(root, installed)
     return root
+
+
+TINY_RUN_CONFIG = """\
+size: tiny
+embed_dim: 32
+alignment: {steps: 3, batch_size: 8}
+vae: {steps: 3, batch_size: 8}
+ldm: {steps: 3, batch_size: 8}
+cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}
+diffusion: {sampling_steps: 4}
+"""
+"""A run config that trains every stage in seconds: for tests of the machinery, not of quality."""
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config() -> str:
+    return TINY_RUN_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(blob_cohort, tmp_path_factory):
+    """A run folder in which every stage of the blob plan has run (3 steps each, tiny models)."""
+    from medm2g.core.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    config = folder / "tiny.yaml"
+    config.write_text(TINY_RUN_CONFIG)
+    run = folder / "run"
+    assert main(["train", str(blob_cohort / "blobs.yaml"), "--out", str(run), "--config", str(config),
+                 "--device", "cpu"]) == 0
+    return run

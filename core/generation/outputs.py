@@ -1,0 +1,122 @@
+"""Generated samples on disk: one folder per row, a record of how they were made, and a picture.
+
+::
+
+    OUT/row-000/<modality>.<suffix>   each output of row 0, provenance embedded (or beside, for .txt)
+    OUT/generation.json                the request, the run, every file and its seed, the command line
+    OUT/grid.png                       condition and outputs side by side, one row per sample
+
+Volumes are written in physical units (NIfTI by default, HU for CT); images as PNG;
+reports as text. ``image_format`` overrides the imaging suffix (.png, .nii.gz, .dcm, .npy).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from medm2g.core.checkpoints import write_json
+from medm2g.core.errors import ConfigError
+from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
+from medm2g.core.provenance import Provenance
+from medm2g.registry import ModalityKind, ModalityRegistry
+
+DEFAULT_SUFFIX = {ModalityKind.IMAGE: ".png", ModalityKind.VOLUME: ".nii.gz", ModalityKind.TEXT: ".txt"}
+GRID_ROWS = 16
+"""At most this many rows go into grid.png; every row is written as files regardless."""
+
+
+def output_suffix(registry: ModalityRegistry, modality: str, image_format: str | None) -> str:
+    spec = registry[modality].spec
+    if spec.kind is ModalityKind.TEXT or image_format is None:
+        return DEFAULT_SUFFIX[spec.kind]
+    suffix = image_format if image_format.startswith(".") else f".{image_format}"
+    if suffix not in spec.file_suffixes:
+        raise ConfigError(f"--format {image_format!r}: {modality} is written as one of {', '.join(spec.file_suffixes)}")
+    return suffix
+
+
+def _source(request: GenerationRequest, sample: GeneratedSample) -> str:
+    source = "unconditional" if sample.condition is None else request.conditions[sample.condition].description
+    if request.joint:
+        source += f", jointly with {', '.join(request.outputs)}"
+    return source
+
+
+def write_generation(out: Path, request: GenerationRequest, samples: Sequence[GeneratedSample],
+                     registry: ModalityRegistry, model: str, backend: str, command: str,
+                     image_format: str | None = None) -> dict:
+    """Write every sample, ``generation.json`` and ``grid.png``; returns the record written."""
+    out = Path(out)
+    suffixes = {m: output_suffix(registry, m, image_format) for m in request.outputs}
+    rows = []
+    for row, sample in enumerate(samples):
+        provenance = Provenance(model=model, source=_source(request, sample), seed=sample.seed)
+        files = {}
+        for modality, value in sample.outputs.items():
+            target = out / f"row-{row:03d}" / f"{modality}{suffixes[modality]}"
+            if registry[modality].spec.kind is ModalityKind.VOLUME:
+                value = value[None]  # one generated slice is a one-slice volume
+            files[modality] = str(registry[modality].write(value, target, provenance).relative_to(out))
+        rows.append({"row": row, "condition": sample.condition, "sample": sample.index, "seed": sample.seed,
+                     "files": files, **({"text": {m: v for m, v in sample.outputs.items() if isinstance(v, str)}}
+                                        if any(isinstance(v, str) for v in sample.outputs.values()) else {})})
+    record = {
+        "model": model, "backend": backend, "command": command,
+        "outputs": list(request.outputs), "joint": request.joint,
+        "conditions": [c.description for c in request.conditions],
+        "samples_per_condition": request.samples_per_condition, "seed": request.seed,
+        "steps": request.steps, "guidance_scale": request.guidance_scale,
+        "rows": rows, "grid": "grid.png",
+    }
+    draw_grid(out / "grid.png", request, samples, registry)
+    write_json(out / "generation.json", record)
+    return record
+
+
+def _show(axis, value, registry: ModalityRegistry, modality: str) -> None:
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if isinstance(value, str):
+        axis.text(0.02, 0.98, "\n".join(textwrap.wrap(value, 34)[:12]), va="top", ha="left", fontsize=6.5,
+                  transform=axis.transAxes, family="serif")
+        return
+    image = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    low, high = registry[modality].spec.intensity.display_range()
+    axis.imshow(image[0].float().cpu().numpy(), cmap="gray", vmin=low, vmax=high)
+
+
+def draw_grid(path: Path, request: GenerationRequest, samples: Sequence[GeneratedSample],
+              registry: ModalityRegistry) -> Path:
+    """Condition (when there is one) then each output, one row per sample, images in their display window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = list(samples)[:GRID_ROWS]
+    columns = (["condition"] if request.conditions else []) + list(request.outputs)
+    figure, axes = plt.subplots(len(shown), len(columns), figsize=(2.2 * len(columns), 2.3 * len(shown)),
+                                squeeze=False, dpi=110)
+    for row, sample in enumerate(shown):
+        for column, name in enumerate(columns):
+            axis = axes[row, column]
+            if name == "condition":
+                condition = request.conditions[sample.condition]
+                _show(axis, condition.sample, registry, condition.modality)
+                axis.set_xlabel(condition.modality, fontsize=7)
+            else:
+                _show(axis, sample.outputs[name], registry, name)
+            if row == 0:
+                axis.set_title("condition" if name == "condition" else f"generated {name}", fontsize=9)
+        axes[row, 0].set_ylabel(f"row {row}\nseed {sample.seed}", fontsize=7)
+    mode = "jointly" if request.joint else "each on its own"
+    figure.suptitle(f"medm2g samples ({mode}; synthetic, radiological view)", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
