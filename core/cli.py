@@ -147,9 +147,9 @@ def _prepared_run(args: argparse.Namespace):
     from medm2g.core.training.run import prepare_run
     from medm2g.registry import load_modalities
 
-    registry = load_modalities()
-    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
     config = _run_config(args)
+    registry = config.modalities(load_modalities())
+    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
     return registry, config, prepare_run(graph, registry, config, args.out)
 
 

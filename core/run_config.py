@@ -25,20 +25,10 @@ import yaml
 
 from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
-from medm2g.core.errors import ConfigError
+from medm2g.core.errors import ConfigError, PluginError
 from medm2g.core.losses import BARLOW_TWINS_LAMBDA
-from medm2g.core.structuring import strict_converter, structure_or_explain
-from medm2g.registry import ModelSize
-
-
-def _positive(instance, attribute, value) -> None:
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
-
-
-def _non_negative(instance, attribute, value) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be zero or positive, got {value}")
+from medm2g.core.structuring import non_negative, positive, strict_converter, structure_or_explain
+from medm2g.registry import ModalityRegistry, ModelSize
 
 
 def _at_least_two(instance, attribute, value) -> None:
@@ -56,18 +46,18 @@ class AlignmentConfig:
     ``temperature`` and is learned within [0.01, 1] unless ``learn_temperature`` is off.
     """
 
-    steps: int = attrs.field(default=150, validator=_positive)
+    steps: int = attrs.field(default=150, validator=positive)
     batch_size: int = attrs.field(default=32, validator=_at_least_two)
-    learning_rate: float = attrs.field(default=3e-4, validator=_positive)
-    weight_decay: float = attrs.field(default=1e-4, validator=_non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=_non_negative)
-    temperature: float = attrs.field(default=0.07, validator=_positive)
+    learning_rate: float = attrs.field(default=3e-4, validator=positive)
+    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    temperature: float = attrs.field(default=0.07, validator=positive)
     learn_temperature: bool = True
-    info_nce_weight: float = attrs.field(default=1.0, validator=_non_negative)
+    info_nce_weight: float = attrs.field(default=1.0, validator=non_negative)
     visual_invariant: bool = True
-    visual_invariant_weight: float = attrs.field(default=0.5, validator=_non_negative)
-    lambda_offdiagonal: float = attrs.field(default=BARLOW_TWINS_LAMBDA, validator=_non_negative)
-    checkpoint_every: int = attrs.field(default=50, validator=_positive)
+    visual_invariant_weight: float = attrs.field(default=0.5, validator=non_negative)
+    lambda_offdiagonal: float = attrs.field(default=BARLOW_TWINS_LAMBDA, validator=non_negative)
+    checkpoint_every: int = attrs.field(default=50, validator=positive)
 
 
 @attrs.frozen
@@ -75,15 +65,15 @@ class VAEStageConfig:
     """Per-modality VAE training. ``kl_weight`` is per modality kind's convention: imaging VAEs
     weigh a per-dimension KL (latent-diffusion style, tiny weight), the text VAE a summed KL."""
 
-    steps: int = attrs.field(default=300, validator=_positive)
+    steps: int = attrs.field(default=300, validator=positive)
     batch_size: int = attrs.field(default=16, validator=_at_least_two)
-    learning_rate: float = attrs.field(default=1e-3, validator=_positive)
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=_non_negative)
-    image_kl_weight: float = attrs.field(default=1e-6, validator=_non_negative)
-    text_kl_weight: float = attrs.field(default=1e-3, validator=_non_negative)
+    learning_rate: float = attrs.field(default=1e-3, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    image_kl_weight: float = attrs.field(default=1e-6, validator=non_negative)
+    text_kl_weight: float = attrs.field(default=1e-3, validator=non_negative)
     scale_samples: int = attrs.field(default=256, validator=_at_least_two)
-    checkpoint_every: int = attrs.field(default=100, validator=_positive)
+    checkpoint_every: int = attrs.field(default=100, validator=positive)
 
 
 @attrs.frozen
@@ -94,13 +84,22 @@ class LDMStageConfig:
     (text); these defaults train small denoisers from scratch, which wants more.
     """
 
-    steps: int = attrs.field(default=400, validator=_positive)
+    steps: int = attrs.field(default=400, validator=positive)
     batch_size: int = attrs.field(default=16, validator=_at_least_two)
-    image_learning_rate: float = attrs.field(default=3e-4, validator=_positive)
-    text_learning_rate: float = attrs.field(default=3e-4, validator=_positive)
-    weight_decay: float = attrs.field(default=0.0, validator=_non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=_non_negative)
-    checkpoint_every: int = attrs.field(default=100, validator=_positive)
+    image_learning_rate: float = attrs.field(default=3e-4, validator=positive)
+    text_learning_rate: float = attrs.field(default=3e-4, validator=positive)
+    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    checkpoint_every: int = attrs.field(default=100, validator=positive)
+
+
+@attrs.frozen
+class Grid:
+    """A modality's working grid for this run, replacing its plugin's: the image size its
+    models see and the latent shape its VAE makes (the paper: 256x256 images, 4x64x64 latents)."""
+
+    image_size: tuple[int, int]
+    latent_shape: tuple[int, int, int]
 
 
 @attrs.frozen
@@ -112,7 +111,7 @@ class RunConfig:
     """
 
     size: ModelSize = attrs.field(default=ModelSize.CPU, converter=ModelSize)
-    embed_dim: int = attrs.field(default=256, validator=_positive)
+    embed_dim: int = attrs.field(default=256, validator=positive)
     seed: int = 0
     device: str = "auto"
     alignment: AlignmentConfig = AlignmentConfig()
@@ -121,6 +120,17 @@ class RunConfig:
     cross_guidance: CrossGuidanceConfig = CrossGuidanceConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+    grids: Mapping[str, Grid] = attrs.field(factory=dict)
+
+    def modalities(self, registry: ModalityRegistry) -> ModalityRegistry:
+        """The installed modalities as this run sees them: with ``grids`` applied to their specs."""
+        if not self.grids:
+            return registry
+        try:
+            return registry.with_spec_changes({m: attrs.asdict(grid) for m, grid in self.grids.items()},
+                                              "run config grids")
+        except PluginError as error:
+            raise ConfigError(str(error)) from None
 
     def model_options(self, modality: str, part: str) -> dict[str, Any]:
         return dict(self.models.get(modality, {}).get(part, {}))
@@ -166,11 +176,27 @@ def structure_run_config(data: Any, source: str = "<memory>") -> RunConfig:
     return structure_or_explain(CONVERTER, dict(data), RunConfig, source, ConfigError)
 
 
+PRESETS_DIR = Path(__file__).parent / "presets"
+"""Run configs shipped with medm2g, usable by name: ``--config paper``."""
+
+
+def resolve_run_config_path(argument: Path | str) -> Path:
+    """A run config file as given, or else the name of a shipped preset (``paper``)."""
+    path = Path(argument)
+    if path.exists():
+        return path
+    for name in (path.name, f"{path.name}.yaml"):
+        if (PRESETS_DIR / name).is_file():
+            return PRESETS_DIR / name
+    presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+    raise ConfigError(f"{argument}: no such run config file (presets shipped with medm2g: {presets})")
+
+
 def load_run_config(path: Path | str | None) -> RunConfig:
-    """The defaults, overridden by the YAML file at ``path`` when one is given."""
+    """The defaults, overridden by the YAML file at ``path`` (or the preset of that name) when one is given."""
     if path is None:
         return RunConfig()
-    path = Path(path)
+    path = resolve_run_config_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:

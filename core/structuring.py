@@ -61,3 +61,15 @@ def structure_or_explain(converter: cattrs.Converter, data: Any, cls: type, sour
             message, _, where = line.rpartition(" @ ")
             problems.append(f"{yaml_path(where)}: {message}")
         raise error(f"{source}: " + "; ".join(problems)) from None
+
+
+def positive(instance, attribute, value) -> None:
+    """attrs validator: the field must be above zero."""
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def non_negative(instance, attribute, value) -> None:
+    """attrs validator: the field must be zero or above."""
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be zero or positive, got {value}")

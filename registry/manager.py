@@ -126,6 +126,23 @@ class ModalityRegistry(Mapping[str, Modality]):
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
+    def with_spec_changes(self, changes: Mapping[str, Mapping[str, Any]], source: str = "run config") -> "ModalityRegistry":
+        """A registry whose named modalities have some spec fields replaced (a larger grid for the
+        paper's sizes, say); the spec's validators check the result, and errors name ``source``."""
+        modalities = []
+        for name, modality in self._by_name.items():
+            if name in changes:
+                try:
+                    spec = attrs.evolve(modality.spec, **changes[name])
+                except (TypeError, ValueError) as error:
+                    raise PluginError(f"{source}: {name}: {error}") from None
+                modality = attrs.evolve(modality, spec=spec)
+            modalities.append(modality)
+        unknown = sorted(set(changes) - set(self._by_name))
+        if unknown:
+            raise PluginError(f"{source}: {unknown_modality_message(unknown[0], self._by_name)}")
+        return ModalityRegistry(modalities, self.manager)
+
 
 def unknown_modality_message(name: str, installed: Iterable[str]) -> str:
     """"unknown modality 'pett' (did you mean 'pet'? installed: ct, mri, pet, text, xray)"."""

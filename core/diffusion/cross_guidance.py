@@ -21,6 +21,8 @@ import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
+from medm2g.core.structuring import non_negative, positive
+
 
 @attrs.frozen
 class CrossGuidanceConfig:
@@ -30,17 +32,17 @@ class CrossGuidanceConfig:
     decay 1e-4, on top of pretrained diffusers; these from-scratch defaults use 1e-4.
     """
 
-    width: int = 128
-    layers: int = 1
-    heads: int = 4
-    adaptation_tokens: int = 4
-    patch: int = 4
-    steps: int = 300
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    weight_decay: float = 1e-4
-    warmup_steps: int = 10
-    checkpoint_every: int = 100
+    width: int = attrs.field(default=128, validator=positive)
+    layers: int = attrs.field(default=1, validator=positive)
+    heads: int = attrs.field(default=4, validator=positive)
+    adaptation_tokens: int = attrs.field(default=4, validator=positive)
+    patch: int = attrs.field(default=4, validator=positive)
+    steps: int = attrs.field(default=300, validator=positive)
+    batch_size: int = attrs.field(default=16, validator=positive)
+    learning_rate: float = attrs.field(default=1e-4, validator=positive)
+    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
+    warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    checkpoint_every: int = attrs.field(default=100, validator=positive)
 
 
 class Adaptation(nn.Module):

@@ -23,13 +23,9 @@ from medm2g.core.diffusion.schedule import guided, sample_jointly, sampling_sche
 from medm2g.core.errors import ConfigError
 from medm2g.core.generation.conditions import Condition, embed_conditions
 from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.structuring import positive
 from medm2g.core.training.encoders import modality_seed
 from medm2g.registry import ModalityKind
-
-
-def _positive(instance, attribute, value) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
 
 
 @attrs.frozen
@@ -40,12 +36,12 @@ class GenerationRequest:
 
     outputs: tuple[str, ...] = attrs.field(converter=tuple)
     conditions: tuple[Condition, ...] = attrs.field(default=(), converter=tuple)
-    samples_per_condition: int = attrs.field(default=1, validator=_positive)
+    samples_per_condition: int = attrs.field(default=1, validator=positive)
     seed: int = 0
     joint: bool = False
-    steps: int | None = attrs.field(default=None, validator=_positive)
+    steps: int | None = attrs.field(default=None, validator=positive)
     guidance_scale: float | None = None
-    batch_size: int = attrs.field(default=8, validator=_positive)
+    batch_size: int = attrs.field(default=8, validator=positive)
 
     def rows(self) -> list[tuple[int | None, int]]:
         """(condition index or None, sample index) of every generated row, in output order."""

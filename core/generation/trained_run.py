@@ -43,7 +43,7 @@ class TrainedRun:
         config = load_run_config(layout.config)
         if device is not None:
             config = with_overrides(config, device=device)
-        return cls(registry, config, layout, resolve_device(config.device))
+        return cls(config.modalities(registry), config, layout, resolve_device(config.device))
 
     def _ready(self, module: nn.Module) -> nn.Module:
         return module.to(self.device).eval().requires_grad_(False)

@@ -87,3 +87,33 @@ def test_a_local_hugging_face_bert_folder_replaces_the_default_text_encoder(inst
     assert encoder(["Left frontal mass.", "Normal brain."]).shape == (2, 16)
     with pytest.raises(CheckpointError, match="absent: tokenizer vocabulary not found"):
         installed["text"].prompt_encoder("tiny", 16, {"pretrained": str(tmp_path / "absent")})
+
+
+def test_the_paper_preset_has_the_papers_sizes_and_learning_rates(installed):
+    config = load_run_config("paper")
+    assert config.size.value == "paper" and config.embed_dim == 768
+    assert (config.ldm.image_learning_rate, config.ldm.text_learning_rate) == (2e-5, 5e-5)
+    assert (config.cross_guidance.learning_rate, config.cross_guidance.weight_decay) == (1e-5, 1e-4)
+    registry = config.modalities(installed)
+    for modality in ("xray", "ct", "mri"):
+        assert registry[modality].spec.image_size == (256, 256)
+        assert registry[modality].spec.latent_shape == (4, 64, 64)
+    assert installed["ct"].spec.image_size == (64, 64)  # the installed registry itself is unchanged
+    with torch.device("meta"):  # shapes only: the paper's UNet has 860M parameters
+        vae = registry["ct"].vae(config.size)
+        unet = registry["ct"].unet(config.size, config.embed_dim)
+        text = registry["text"].unet(config.size, config.embed_dim)
+    assert len(vae.autoencoder.encoder.down_blocks) == 3  # 256 -> 64: two downsamplings
+    assert unet.unet.config.sample_size == 64 and unet.unet.config.block_out_channels == (320, 640, 1280, 1280)
+    assert len(text.blocks) == 2
+
+
+def test_a_grid_that_does_not_fit_or_names_no_modality_is_refused(installed, tmp_path):
+    bad = structure_run_config({"grids": {"ct": {"image_size": [256, 256], "latent_shape": [4, 60, 64]}}})
+    with pytest.raises(ConfigError, match=r"grids: ct: latent_shape \(4, 60, 64\) must downsample"):
+        bad.modalities(installed)
+    unknown = structure_run_config({"grids": {"cta": {"image_size": [256, 256], "latent_shape": [4, 64, 64]}}})
+    with pytest.raises(ConfigError, match="unknown modality 'cta' .did you mean 'ct'"):
+        unknown.modalities(installed)
+    with pytest.raises(ConfigError, match=r"no such run config file \(presets shipped with medm2g: paper\)"):
+        load_run_config(tmp_path / "papers")
