@@ -117,3 +117,13 @@ def test_a_grid_that_does_not_fit_or_names_no_modality_is_refused(installed, tmp
         unknown.modalities(installed)
     with pytest.raises(ConfigError, match=r"no such run config file \(presets shipped with medm2g: paper\)"):
         load_run_config(tmp_path / "papers")
+
+
+def test_medm2g_config_prints_a_preset_by_name_ready_to_load_back(capsys, tmp_path):
+    from medm2g.core.cli import main
+
+    assert main(["config", "paper"]) == 0
+    printed = capsys.readouterr().out
+    assert "size: paper" in printed and "latent_shape:\n    - 4\n    - 64\n    - 64" in printed
+    (tmp_path / "copy.yaml").write_text(printed)
+    assert load_run_config(tmp_path / "copy.yaml") == load_run_config("paper")
