@@ -36,9 +36,9 @@ DEFAULT_IMAGING_SIZES: Mapping[ModelSize, ImagingSizes] = {
     ModelSize.TINY: ImagingSizes(
         ImageEncoderConfig("test_resnet"), ImageVAEConfig(base_channels=8, norm_groups=4), ImageUNetConfig((16, 32))
     ),
-    # Trains on a 2-core CPU in minutes at a 64x64 grid.
+    # Trains on a 2-core CPU in minutes at a 64x64 grid (VAE: 0.55 s per step of 16 images; UNet: 0.41 s).
     ModelSize.CPU: ImagingSizes(
-        ImageEncoderConfig("resnet10t"), ImageVAEConfig(base_channels=32), ImageUNetConfig((32, 64, 64))
+        ImageEncoderConfig("resnet10t"), ImageVAEConfig(base_channels=16), ImageUNetConfig((32, 64, 64))
     ),
     # Stable-Diffusion-like widths, UNet depth 4, as the paper's image diffusers.
     ModelSize.PAPER: ImagingSizes(

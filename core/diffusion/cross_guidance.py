@@ -37,7 +37,7 @@ class CrossGuidanceConfig:
     heads: int = attrs.field(default=4, validator=positive)
     adaptation_tokens: int = attrs.field(default=4, validator=positive)
     patch: int = attrs.field(default=4, validator=positive)
-    steps: int = attrs.field(default=300, validator=positive)
+    steps: int = attrs.field(default=200, validator=positive)
     batch_size: int = attrs.field(default=16, validator=positive)
     learning_rate: float = attrs.field(default=1e-4, validator=positive)
     weight_decay: float = attrs.field(default=1e-4, validator=non_negative)

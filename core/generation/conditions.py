@@ -49,14 +49,15 @@ def read_condition(argument: str, registry: ModalityRegistry, slice_index: int |
             raise DataError(f"{path}: file not found (named by --from {modality}=...)")
         return Condition(modality, value.strip(), f"{modality} \"{_short(value)}\"")
     sample = registry[modality].read(path)
+    name = "/".join(path.parts[-2:])  # with its folder: generic names like ct.nii.gz say little alone
     if isinstance(sample, str):
-        return Condition(modality, sample, f"{modality} {path.name}")
+        return Condition(modality, sample, f"{modality} {name}")
     if spec.kind is ModalityKind.VOLUME:
         index = sample.shape[0] // 2 if slice_index is None else slice_index
         if not 0 <= index < sample.shape[0]:
             raise DataError(f"{path}: --slice {index} is outside its {sample.shape[0]} slices")
-        return Condition(modality, sample[index], f"{modality} {path.name} slice {index}")
-    return Condition(modality, sample, f"{modality} {path.name}")
+        return Condition(modality, sample[index], f"{modality} {name} slice {index}")
+    return Condition(modality, sample, f"{modality} {name}")
 
 
 @torch.no_grad()

@@ -46,7 +46,7 @@ def test_image_to_text_decodes_a_report_with_its_provenance_beside_it(tiny_train
     report = (out / "row-000" / "text.txt").read_text()
     assert report.strip() == record["rows"][0]["text"]["text"].strip()
     sidecar = json.loads((out / "row-000" / "text.txt.medm2g.json").read_text())
-    assert sidecar["source"] == f"xray {xray.name}"
+    assert sidecar["source"] == f"xray {xray.parent.name}/{xray.name}"
 
 
 def test_an_image_condition_drives_a_modality_it_was_never_paired_with(trained, blob_cohort, installed):
