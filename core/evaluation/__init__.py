@@ -1,0 +1,1 @@
+"""Scoring generated samples against ground truth: image similarity, report text overlap."""
