@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -185,8 +186,6 @@ def _command_train(args: argparse.Namespace) -> int:
 
 
 def _command_generate(args: argparse.Namespace) -> int:
-    import shlex
-
     from medm2g.core.generation.backends import GenerationRequest, generation_backend
     from medm2g.core.generation.conditions import read_condition
     from medm2g.core.generation.outputs import write_generation
@@ -209,6 +208,35 @@ def _command_generate(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{m}: {texts[m]!r}" if m in texts else f"{m} -> {path}" for m, path in row["files"].items())
         print(f"row {row['row']} (seed {row['seed']}): {shown}")
     print(f"written: {args.out / 'generation.json'}, {args.out / 'grid.png'}")
+    return 0
+
+
+def _command_eval(args: argparse.Namespace) -> int:
+    from medm2g.core.evaluation.generation_eval import (
+        evaluate_generation,
+        format_generation_scores,
+        write_generation_scores,
+    )
+    from medm2g.core.generation.trained_run import TrainedRun
+    from medm2g.core.retrieval import format_retrieval
+    from medm2g.core.training.alignment import evaluate_alignment, evaluation_manifest
+    from medm2g.core.training.run import load_run_plan
+    from medm2g.registry import load_modalities
+
+    run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
+    plan = load_run_plan(run.layout, run.registry)
+    manifest = evaluation_manifest(plan, run.registry, args.manifest)
+    retrieval = evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
+    print(f"held-out retrieval ({retrieval[0].subjects} subjects; 'no': never trained together):")
+    print(format_retrieval(retrieval))
+    scores = evaluate_generation(run, plan, manifest, subjects=args.subjects, steps=args.steps, seed=args.seed)
+    settings = {"manifest": str(manifest.path), "subjects": args.subjects, "steps": args.steps, "seed": args.seed,
+                "command": shlex.join(["medm2g", *args.argv])}
+    written = write_generation_scores(scores, run.registry, run.layout.eval_dir, settings)
+    print(f"\ngeneration against the held-out truth ({scores[0].subjects if scores else 0} subjects):")
+    print(format_generation_scores(scores))
+    print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name} and retrieval.* "
+          f"in {run.layout.eval_dir}")
     return 0
 
 
@@ -300,6 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--backend", default="medm2g", help="generation backend (default: medm2g)")
     generate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
     generate.set_defaults(run=_command_generate)
+
+    evaluate = commands.add_parser(
+        "eval", help="score a trained run on held-out subjects: retrieval, and every generation task against the truth")
+    evaluate.add_argument("run_dir", metavar="RUN", type=Path, help="a run folder written by `medm2g train`")
+    evaluate.add_argument("--manifest", type=Path, help="held-out manifest (default: the graph's 'evaluation')")
+    evaluate.add_argument("--subjects", type=int, default=16, help="held-out subjects per task (default 16)")
+    evaluate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50)")
+    evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    evaluate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
+    evaluate.set_defaults(run=_command_eval)
 
     config = commands.add_parser("config", help="print the full run config (defaults, or a file's with defaults filled)")
     config.add_argument("config", nargs="?", type=Path, help="a run config YAML file")

@@ -30,7 +30,7 @@ from medm2g.core.checkpoints import read_json
 from medm2g.core.errors import DataError
 from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
 from medm2g.core.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
-from medm2g.core.manifest import read_manifest, validate_manifest
+from medm2g.core.manifest import Manifest, read_manifest, validate_manifest
 from medm2g.core.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
 from medm2g.core.run_config import AlignmentConfig, RunConfig
 from medm2g.core.training.batches import batch_indices, make_batch, to_device
@@ -149,12 +149,20 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
     ))
 
 
-def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path):
+def evaluation_manifest(plan: TrainingPlan, registry: ModalityRegistry, path: Path | None = None) -> Manifest:
+    """The held-out manifest: ``path`` when given, else the one the graph's ``evaluation`` names."""
+    if path is None:
+        if plan.graph.evaluation is None:
+            raise DataError(f"{plan.graph.source}: no 'evaluation' manifest named: cannot score held-out subjects")
+        path = manifest_path(plan.graph, plan.graph.evaluation)
+    return validate_manifest(read_manifest(path, registry), registry)
+
+
+def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
+                       manifest: Manifest | None = None):
     """Held-out retrieval for every ordered pair of modalities, written to ``RUN/eval``."""
-    if plan.graph.evaluation is None:
-        raise DataError(f"{plan.graph.source}: no 'evaluation' manifest named: cannot score retrieval on held-out subjects")
     layout = RunLayout(run_dir)
-    manifest = validate_manifest(read_manifest(manifest_path(plan.graph, plan.graph.evaluation), registry), registry)
+    manifest = manifest or evaluation_manifest(plan, registry)
     encoders = load_prompt_encoders(registry, plan.graph.modalities, config, layout)
     device = resolve_device(config.device)
     embeddings = held_out_embeddings(manifest, {m: e.to(device) for m, e in encoders.items()}, registry, device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from medm2g.core.errors import ConfigError
+from medm2g.core.errors import CheckpointError, ConfigError
 from medm2g.core.graph_engine import TrainingPlan, build_plan
 from medm2g.core.pair_graph import PairGraph, load_pair_graph
 from medm2g.core.plan_report import plan_to_dict
@@ -90,11 +90,25 @@ def prepare_run(graph: PairGraph, registry: ModalityRegistry, config: RunConfig,
     layout = RunLayout(run_dir)
     bind_config(layout, config)
     graph = with_default_data(graph, layout, registry, config.seed)
-    imaging = {name for name in graph.modalities if registry[name].spec.kind.is_imaging}
-    plan = build_plan(graph, imaging=imaging)
+    plan = plan_for(graph, registry)
     layout.plan_json.write_text(json.dumps(plan_to_dict(plan), indent=2) + "\n", encoding="utf-8")
     if not layout.plan_picture.is_file():
         from medm2g.core.plan_drawing import draw_plan
 
         draw_plan(plan, layout.plan_picture)
     return plan
+
+
+def load_run_plan(layout: RunLayout, registry: ModalityRegistry) -> TrainingPlan:
+    """The plan a run folder was trained on, rebuilt from the graph its ``plan.json`` names."""
+    if not layout.plan_json.is_file():
+        raise CheckpointError(f"{layout.plan_json}: not found; {layout.root} has no plan "
+                              f"(make one with `medm2g train GRAPH --out {layout.root}`)")
+    source = json.loads(layout.plan_json.read_text(encoding="utf-8"))["source"]
+    return plan_for(load_pair_graph(source, installed=registry), registry)
+
+
+def plan_for(graph: PairGraph, registry: ModalityRegistry) -> TrainingPlan:
+    """The graph's plan, with the visual invariant on the modalities whose plugins say they are imaging."""
+    return build_plan(graph, imaging={name for name in graph.modalities if registry[name].spec.kind.is_imaging})
+

@@ -1,0 +1,45 @@
+"""`medm2g eval` on a tiny trained run: every ordered pair scored against the held-out truth."""
+
+import json
+
+import pytest
+import torch
+
+from medm2g.core.cli import main
+from medm2g.core.evaluation.generation_eval import score_samples
+
+
+def test_eval_scores_every_ordered_pair_and_marks_the_never_paired(tiny_trained_run, capsys):
+    assert main(["eval", str(tiny_trained_run), "--subjects", "4", "--steps", "2"]) == 0
+    record = json.loads((tiny_trained_run / "eval" / "generation.json").read_text())
+    tasks = {(t["source"], t["target"]): t for t in record["tasks"]}
+    assert set(tasks) == {(a, b) for a in ("ct", "text", "xray") for b in ("ct", "text", "xray") if a != b}
+    assert tasks[("text", "xray")]["trained_together"] and not tasks[("xray", "ct")]["trained_together"]
+    for (source, target), task in tasks.items():
+        assert task["subjects"] == 4
+        scores = task["scores"]
+        if target == "text":
+            assert set(scores) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l"}
+            assert all(0 <= value <= 1 for value in scores.values())
+        else:
+            assert set(scores) == {"psnr", "ssim", "ms_ssim"}
+            assert 0 < scores["psnr"] < 60 and -1 <= scores["ssim"] < 1 and 0 <= scores["ms_ssim"] < 1
+    assert record["settings"]["command"].endswith("--subjects 4 --steps 2")
+    assert (tiny_trained_run / "eval" / "generation.png").stat().st_size > 5000
+    assert (tiny_trained_run / "eval" / "retrieval.json").is_file()
+    out = capsys.readouterr().out
+    assert "| xray -> ct | no | 4 |" in out and "rouge_l" in out
+
+
+def test_the_truth_scored_against_itself_is_perfect_and_differs_from_a_shuffle():
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.nn.functional.avg_pool2d(torch.rand(1, 1, 32, 32, generator=generator), 3, 1, 1)[0] * 2 - 1
+              for _ in range(4)]
+    perfect = score_samples(images, images)
+    assert perfect["ssim"] == pytest.approx(1.0) and perfect["ms_ssim"] == pytest.approx(1.0)
+    assert perfect["psnr"] == float("inf")
+    shuffled = score_samples(images[1:] + images[:1], images)
+    assert shuffled["ssim"] < 0.5 and shuffled["psnr"] < 20
+    reports = ["a left frontal infarct", "a right occipital mass", "normal brain", "a left temporal bleed"]
+    assert score_samples(reports, reports)["bleu_4"] == pytest.approx(1.0)
+    assert score_samples(reports[1:] + reports[:1], reports)["rouge_l"] < 0.5
