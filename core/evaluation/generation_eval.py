@@ -128,7 +128,7 @@ def draw_generation_examples(rows: Sequence[TaskScore], registry, path: Path) ->
         axes[i, 0].set_ylabel(f"{row.source} -> {row.target}" + ("" if row.trained_together else "\n(never paired)"),
                               fontsize=7)
     figure.suptitle("held-out subjects: ground truth beside the sample generated from another modality", fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / len(rows)))  # room for the title above the column names
     figure.savefig(path)
     plt.close(figure)
     return path

@@ -58,13 +58,14 @@ def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     batch_size = min(settings.batch_size, len(data))
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     kl_weight = settings.text_kl_weight if is_text else settings.image_kl_weight
+    steps = settings.text_steps if is_text else settings.steps
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
     def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
         return vae.training_loss(to_device(batch[modality], device), generator=generator, kl_weight=kl_weight)
 
-    history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, settings.steps,
+    history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, steps,
                                  settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
     scale = calibrate_scale(vae, data, batch_size, settings.scale_samples, modality, device)
     vae.set_scaling_factor(scale)
@@ -73,7 +74,7 @@ def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     if hasattr(vae, "export_pretrained"):
         vae.export_pretrained(layout.exported(modality, "vae"))
     logger.info("%s: done, latent scale %.4f", stage.title, scale)
-    return complete_stage(layout, stage, stage_record(stage, len(data), settings.steps, seconds, history, config,
+    return complete_stage(layout, stage, stage_record(stage, len(data), steps, seconds, history, config,
                                                       scaling_factor=scale, weights=str(layout.vae(modality))))
 
 

@@ -74,6 +74,7 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     batch_size = min(settings.batch_size, len(data))
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
+    steps = settings.text_steps if is_text else settings.steps
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
     compute = LatentDiffusionStep(modality, vae, encoder, denoiser, training_scheduler(config.diffusion),
                                   config.diffusion.condition_dropout)
@@ -82,7 +83,7 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
         return compute(batch, generator, device)
 
-    history, seconds = run_steps(stage, layout, {"denoiser": denoiser}, optimizer, step_loss, settings.steps,
+    history, seconds = run_steps(stage, layout, {"denoiser": denoiser}, optimizer, step_loss, steps,
                                  settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
     denoiser.eval()
     save_module(layout.denoiser(modality), denoiser,
@@ -90,7 +91,7 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
                  "stage": stage.title})
     if hasattr(denoiser, "export_pretrained"):
         denoiser.export_pretrained(layout.exported(modality, "unet"))
-    return complete_stage(layout, stage, stage_record(stage, len(data), settings.steps, seconds, history, config,
+    return complete_stage(layout, stage, stage_record(stage, len(data), steps, seconds, history, config,
                                                       weights=str(layout.denoiser(modality))))
 
 

@@ -83,8 +83,8 @@ TINY_RUN_CONFIG = """\
 size: tiny
 embed_dim: 32
 alignment: {steps: 3, batch_size: 8}
-vae: {steps: 3, batch_size: 8}
-ldm: {steps: 3, batch_size: 8}
+vae: {steps: 3, text_steps: 3, batch_size: 8}
+ldm: {steps: 3, text_steps: 3, batch_size: 8}
 cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}
 diffusion: {sampling_steps: 4}
 """

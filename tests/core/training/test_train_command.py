@@ -43,8 +43,8 @@ def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_w
     from medm2g.core.training.run import prepare_run
     from medm2g.core.training.trainer import train
 
-    (tmp_path / "tiny.yaml").write_text(tiny_run_config.replace("ldm: {steps: 3, batch_size: 8}",
-                                                     "ldm: {steps: 4, batch_size: 8, checkpoint_every: 2}")
+    (tmp_path / "tiny.yaml").write_text(tiny_run_config.replace("ldm: {steps: 3, text_steps: 3, batch_size: 8}",
+                                                     "ldm: {steps: 4, text_steps: 4, batch_size: 8, checkpoint_every: 2}")
                                         .replace("cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}",
                                                  "cross_guidance: {width: 32, heads: 2, steps: 4, batch_size: 8, "
                                                  "checkpoint_every: 2}") + "seed: 5\ndevice: cpu\n")

@@ -24,7 +24,7 @@ def trained_vaes(blob_cohort, installed, tmp_path_factory):
                        vae=VAEStageConfig(steps=40, batch_size=8, learning_rate=3e-3, checkpoint_every=20))
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
     stages = {stage.modalities[0]: stage for stage in plan.stages_of(StageKind.VAE)}
-    longer = attrs.evolve(config, vae=attrs.evolve(config.vae, steps=800, batch_size=16, checkpoint_every=400))  # GPT-2 needs more
+    longer = attrs.evolve(config, vae=attrs.evolve(config.vae, text_steps=800, batch_size=16, checkpoint_every=400))  # GPT-2 needs more
     records = {m: run_vae_stage(plan, stages[m], installed, config if m == "xray" else longer, RunLayout(run),
                                 torch.device("cpu"))
                for m in ("xray", "text")}
