@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, Sequence
 
-from medm2g.core.errors import GraphError, MedM2GError
+from medm2g.core.errors import ConfigError, GraphError, MedM2GError
 
 logger = logging.getLogger("medm2g")
 
@@ -188,16 +188,21 @@ def _command_train(args: argparse.Namespace) -> int:
 def _command_generate(args: argparse.Namespace) -> int:
     from medm2g.core.generation.backends import GenerationRequest, generation_backend
     from medm2g.core.generation.conditions import read_condition
-    from medm2g.core.generation.outputs import write_generation
+    from medm2g.core.generation.outputs import output_suffix, write_generation
     from medm2g.core.generation.trained_run import TrainedRun
     from medm2g.registry import load_modalities
 
-    registry = load_modalities()
-    run = TrainedRun.open(args.run_dir, registry, device=args.device)
+    run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
+    registry = run.registry  # with the run's grids: conditions are read onto the grid it was trained on
     conditions = [read_condition(argument, registry, args.slice) for argument in args.condition or ()]
-    request = GenerationRequest(outputs=args.to, conditions=conditions, samples_per_condition=args.n, seed=args.seed,
-                                joint=args.joint, steps=args.steps, guidance_scale=args.guidance,
-                                batch_size=args.batch_size)
+    try:
+        request = GenerationRequest(outputs=args.to, conditions=conditions, samples_per_condition=args.n,
+                                    seed=args.seed, joint=args.joint, steps=args.steps, guidance_scale=args.guidance,
+                                    batch_size=args.batch_size)
+    except ValueError as error:  # the request's validators name the option: "samples_per_condition must be ..."
+        raise ConfigError(f"generate: {error}") from None
+    for modality in request.outputs:  # a bad --format is refused before minutes of sampling, not after
+        output_suffix(registry, modality, args.format)
     backend = generation_backend(args.backend, run)
     samples = backend.generate(request)
     command = shlex.join(["medm2g", *args.argv])

@@ -132,3 +132,14 @@ def test_a_generation_the_run_cannot_do_is_refused_with_what_it_can(trained, ins
         read_condition(f"text={tmp_path / 'missing.txt'}", installed)
     with pytest.raises(CheckpointError, match="not a medm2g run folder"):
         TrainedRun.open(tmp_path, installed)
+
+
+def test_a_bad_generation_option_is_an_error_message_not_a_traceback(tiny_trained_run, tmp_path, capsys):
+    assert main(["generate", str(tiny_trained_run), "--to", "ct", "-n", "0", "--out", str(tmp_path / "g")]) == 1
+    assert "generate: samples_per_condition must be positive, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+def test_an_imaging_format_the_modality_cannot_write_is_refused_before_sampling(tiny_trained_run, tmp_path, capsys):
+    assert main(["generate", str(tiny_trained_run), "--to", "ct", "--format", "jpg", "--out", str(tmp_path / "g")]) == 1
+    assert "--format 'jpg': ct is written as one of" in capsys.readouterr().err
