@@ -22,6 +22,8 @@ from medm2g.registry.specs import IntensityConvention, ModalityKind, ModalitySpe
 
 DISPLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 IMAGING_SUFFIXES = DISPLAY_SUFFIXES + (".dcm", ".nii", ".nii.gz", ".npy")
+WRITABLE_SUFFIXES = (".png", ".nii", ".nii.gz", ".dcm", ".npy")
+"""What :func:`write_imaging` writes (it reads more: JPEG and TIFF come in, never go out)."""
 
 
 def _suffix(path: Path) -> str:
@@ -255,5 +257,6 @@ def write_imaging(sample: torch.Tensor, path: Path, spec: ModalitySpec, provenan
     elif suffix == ".npy":
         np.save(path, model_to_window(slices[:, 0] if array.ndim == 4 else slices[0, 0], spec.intensity))
     else:
-        raise DataError(f"{path}: cannot write {suffix or '(no suffix)'} for {spec.name} (use .png, .nii.gz, .dcm or .npy)")
+        raise DataError(f"{path}: cannot write {suffix or '(no suffix)'} for {spec.name} "
+                        f"(use {', '.join(WRITABLE_SUFFIXES)})")
     return path

@@ -21,6 +21,7 @@ import torch
 from medm2g.core.checkpoints import write_json
 from medm2g.core.errors import ConfigError
 from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
+from medm2g.core.imaging_io import WRITABLE_SUFFIXES
 from medm2g.core.provenance import Provenance
 from medm2g.registry import ModalityKind, ModalityRegistry
 
@@ -34,8 +35,9 @@ def output_suffix(registry: ModalityRegistry, modality: str, image_format: str |
     if spec.kind is ModalityKind.TEXT or image_format is None:
         return DEFAULT_SUFFIX[spec.kind]
     suffix = image_format if image_format.startswith(".") else f".{image_format}"
-    if suffix not in spec.file_suffixes:
-        raise ConfigError(f"--format {image_format!r}: {modality} is written as one of {', '.join(spec.file_suffixes)}")
+    writable = [s for s in WRITABLE_SUFFIXES if s in spec.file_suffixes]
+    if suffix not in writable:
+        raise ConfigError(f"--format {image_format!r}: {modality} is written as one of {', '.join(writable)}")
     return suffix
 
 
