@@ -26,9 +26,12 @@ from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph_engine import TrainingPlan
 from medm2g.core.manifest import Manifest
 from medm2g.core.paired_dataset import PairedDataset
+from medm2g.core.phantom.report_findings import finding_agreement
 
 IMAGE_METRICS = ("psnr", "ssim", "ms_ssim")
 TEXT_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")
+FINDING_FIELDS = ("kind", "side", "region")
+"""Clinical correctness of reports: accuracy of each with its chance level beside it."""
 EXAMPLES = 3
 """Subjects shown per task in the picture."""
 
@@ -52,10 +55,12 @@ def held_out_subjects(manifest: Manifest, modalities: Sequence[str], registry, l
 
 
 def score_samples(generated: list, truth: list) -> dict[str, float]:
-    """Image metrics for tensors, text metrics for strings; means over the subjects."""
+    """Image metrics for tensors; for reports, text overlap and (for reports in the phantom's
+    vocabulary) whether the generated report names the truth's finding type, side and lobe."""
     if isinstance(truth[0], str):
         bleu = corpus_bleu(generated, truth)
-        return {**{f"bleu_{n}": bleu[n] for n in range(1, 5)}, "rouge_l": mean_rouge_l(generated, truth)}
+        return {**{f"bleu_{n}": bleu[n] for n in range(1, 5)}, "rouge_l": mean_rouge_l(generated, truth),
+                **finding_agreement(generated, truth)}
     prediction, target = torch.stack(generated).float(), torch.stack(truth).float()
     return {"psnr": float(psnr(prediction, target).mean()), "ssim": float(ssim(prediction, target).mean()),
             "ms_ssim": float(ms_ssim(prediction, target).mean())}
@@ -91,12 +96,16 @@ def format_generation_scores(rows: Sequence[TaskScore]) -> str:
         chosen = [r for r in rows if set(metrics) <= set(r.scores)]
         if not chosen:
             continue
-        lines += [f"{title}:", "", "| source -> target | trained together | n | " + " | ".join(metrics) + " |",
-                  "|" + "---|" * (3 + len(metrics))]
+        clinical = [f for f in FINDING_FIELDS if metrics is TEXT_METRICS and all(f"{f}_accuracy" in r.scores
+                                                                                  for r in chosen)]
+        headers = list(metrics) + [f"{f} correct (chance)" for f in clinical]
+        lines += [f"{title}:", "", "| source -> target | trained together | n | " + " | ".join(headers) + " |",
+                  "|" + "---|" * (3 + len(headers))]
         for row in chosen:
-            cells = " | ".join(f"{row.scores[m]:.2f}" if m == "psnr" else f"{row.scores[m]:.3f}" for m in metrics)
+            cells = [f"{row.scores[m]:.2f}" if m == "psnr" else f"{row.scores[m]:.3f}" for m in metrics]
+            cells += [f"{row.scores[f + '_accuracy']:.2f} ({row.scores[f + '_chance']:.2f})" for f in clinical]
             lines.append(f"| {row.source} -> {row.target} | {'yes' if row.trained_together else 'no'} | "
-                         f"{row.subjects} | {cells} |")
+                         f"{row.subjects} | {' | '.join(cells)} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

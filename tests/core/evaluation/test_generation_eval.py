@@ -40,6 +40,12 @@ def test_the_truth_scored_against_itself_is_perfect_and_differs_from_a_shuffle()
     assert perfect["psnr"] == float("inf")
     shuffled = score_samples(images[1:] + images[:1], images)
     assert shuffled["ssim"] < 0.5 and shuffled["psnr"] < 20
-    reports = ["a left frontal infarct", "a right occipital mass", "normal brain", "a left temporal bleed"]
-    assert score_samples(reports, reports)["bleu_4"] == pytest.approx(1.0)
-    assert score_samples(reports[1:] + reports[:1], reports)["rouge_l"] < 0.5
+    reports = ["Findings: a 30 mm infarct in the left frontal lobe.", "Findings: a mass in the right occipital lobe.",
+               "Findings: No focal lesion is identified. Impression: Normal brain.",
+               "Findings: haemorrhage in the left temporal lobe."]
+    itself = score_samples(reports, reports)
+    assert itself["bleu_4"] == pytest.approx(1.0)
+    assert itself["kind_accuracy"] == itself["side_accuracy"] == itself["region_accuracy"] == 1.0
+    assert itself["kind_chance"] == pytest.approx(0.25)  # four different kinds, each once
+    shuffled = score_samples(reports[1:] + reports[:1], reports)
+    assert shuffled["rouge_l"] < 0.8 and shuffled["kind_accuracy"] == 0.0

@@ -1,0 +1,69 @@
+"""Read the finding back out of a report written in the phantom cohort's vocabulary.
+
+Clinical correctness of a generated report is whether it names the finding the truth
+names: its type (or a normal study), its side and its lobe. The phantom's reports use
+fixed terms (``plugins/text/phantom.py``), so a rule reader is exact on them; a report
+in other words reads as "unknown", never as a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Sequence
+
+import attrs
+
+from medm2g.core.phantom.anatomy import REGIONS, SIDES
+
+KIND_WORDS = {"haemorrhage": "haemorrhage", "infarct": "infarct", "mass": "tumour", "tumour": "tumour",
+              "calcification": "calcification"}
+NORMAL_PHRASES = ("no focal lesion", "unremarkable", "no evidence of", "normal brain")
+UNKNOWN = "unknown"
+
+
+@attrs.frozen
+class ReportFinding:
+    """``kind`` is a lesion type, "normal" or "unknown"; side and region are "none" for a normal study."""
+
+    kind: str
+    side: str
+    region: str
+
+
+def _first(words: Sequence[str], text: str) -> str:
+    found = [(match.start(), word) for word in words for match in [re.search(rf"\b{word}\b", text)] if match]
+    return min(found)[1] if found else UNKNOWN
+
+
+def read_report_finding(report: str) -> ReportFinding:
+    """The finding a report states, read from its findings section (or the whole text without one)."""
+    text = " ".join(report.lower().split())
+    findings = text.split("impression")[0]
+    kind_word = _first(tuple(KIND_WORDS), findings)
+    if any(phrase in findings for phrase in NORMAL_PHRASES) and not re.search(r"\b(left|right)\b", findings):
+        return ReportFinding("normal", "none", "none")
+    kind = KIND_WORDS.get(kind_word, UNKNOWN)
+    return ReportFinding(kind, _first(SIDES, findings), _first(REGIONS, findings))
+
+
+def finding_agreement(generated: Sequence[str], truth: Sequence[str]) -> dict[str, float]:
+    """Accuracy of type, side and lobe of generated reports against the truth, with the chance level of
+    each: the agreement expected if the generated findings were independent of the truth (from the
+    two sets' own frequencies), which is what a generator ignoring its condition scores. Only
+    truths the reader understands count; none understood gives no scores."""
+    if len(generated) != len(truth) or not truth:
+        raise ValueError(f"need one truth per generated report, got {len(generated)} and {len(truth)}")
+    pairs = [(read_report_finding(g), read_report_finding(t)) for g, t in zip(generated, truth)]
+    pairs = [(g, t) for g, t in pairs if t.kind != UNKNOWN]  # truths in other words cannot be judged
+    if not pairs:
+        return {}
+    read_generated, read_truth = [g for g, _ in pairs], [t for _, t in pairs]
+    scores = {}
+    for field in ("kind", "side", "region"):
+        ours = [getattr(f, field) for f in read_generated]
+        theirs = [getattr(f, field) for f in read_truth]
+        scores[f"{field}_accuracy"] = sum(a == b for a, b in zip(ours, theirs)) / len(pairs)
+        ours_counts, theirs_counts = Counter(ours), Counter(theirs)
+        scores[f"{field}_chance"] = sum(ours_counts[k] * theirs_counts[k] for k in ours_counts) / len(pairs) ** 2
+    return scores
