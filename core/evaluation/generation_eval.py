@@ -18,6 +18,7 @@ import attrs
 import torch
 
 from medm2g.core.checkpoints import write_json
+from medm2g.core.errors import ConfigError
 from medm2g.core.evaluation.image_metrics import ms_ssim, psnr, ssim
 from medm2g.core.evaluation.text_metrics import corpus_bleu, mean_rouge_l
 from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
@@ -69,6 +70,8 @@ def score_samples(generated: list, truth: list) -> dict[str, float]:
 def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, subjects: int = 16,
                         steps: int | None = None, seed: int = 0) -> list[TaskScore]:
     """Scores for every (condition, output) modality pair the run and the plan have, in sorted order."""
+    if subjects < 1:
+        raise ConfigError(f"eval: --subjects must be at least 1, got {subjects}")
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
     records = held_out_subjects(manifest, modalities, run.registry, subjects)
     trained = {frozenset((edge.modality, edge.via)) for edge in plan.star}

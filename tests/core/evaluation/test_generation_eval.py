@@ -49,3 +49,8 @@ def test_the_truth_scored_against_itself_is_perfect_and_differs_from_a_shuffle()
     assert itself["kind_chance"] == pytest.approx(0.25)  # four different kinds, each once
     shuffled = score_samples(reports[1:] + reports[:1], reports)
     assert shuffled["rouge_l"] < 0.8 and shuffled["kind_accuracy"] == 0.0
+
+
+def test_eval_without_subjects_is_a_one_line_error(tiny_trained_run, capsys):
+    assert main(["eval", str(tiny_trained_run), "--subjects", "0"]) == 1
+    assert "eval: --subjects must be at least 1, got 0" in capsys.readouterr().err
