@@ -99,23 +99,28 @@ class CrossGuidedGenerator:
 
     def generate(self, request: GenerationRequest) -> list[GeneratedSample]:
         self.check(request)
-        rows = request.rows()
+        indexed = list(enumerate(request.rows()))
+        # each condition is embedded once, however many batches its rows fall into
+        embedded = (embed_conditions(list(request.conditions), self.run.encoder, self.run.device)
+                    if request.conditions else None)
         generated: list[GeneratedSample] = []
-        for start in range(0, len(rows), request.batch_size):
-            chunk = list(enumerate(rows))[start:start + request.batch_size]
-            outputs = self._generate_rows(request, [row for _, row in chunk], [request.row_seed(i) for i, _ in chunk])
+        for start in range(0, len(indexed), request.batch_size):
+            chunk = indexed[start:start + request.batch_size]
+            outputs = self._generate_rows(request, embedded, [row for _, row in chunk],
+                                          [request.row_seed(i) for i, _ in chunk])
             for position, (i, (condition, index)) in enumerate(chunk):
                 generated.append(GeneratedSample(condition, index, request.row_seed(i),
                                                  {m: values[position] for m, values in outputs.items()}))
         return generated
 
-    def _generate_rows(self, request: GenerationRequest, rows, seeds: list[int]) -> dict[str, list]:
+    def _generate_rows(self, request: GenerationRequest, embedded: torch.Tensor | None, rows,
+                       seeds: list[int]) -> dict[str, list]:
+        """One batch of rows; ``embedded`` holds every condition's prompt embedding (None: unconditional)."""
         run, device = self.run, self.run.device
         diffusion = run.config.diffusion
         scale = diffusion.guidance_scale if request.guidance_scale is None else request.guidance_scale
         steps = request.steps or diffusion.sampling_steps
-        if request.conditions:
-            embedded = embed_conditions(list(request.conditions), run.encoder, device)
+        if embedded is not None:
             embeddings = embedded[torch.tensor([c for c, _ in rows])]
             keep_when_conditioned = True
         else:  # the null context, the one condition dropout taught every denoiser
