@@ -110,12 +110,11 @@ def sample_jointly(denoise: JointDenoise, shapes: Mapping[str, tuple[int, ...]],
     timesteps = next(iter(schedulers.values())).timesteps
     latents = {m: initial_noise(shape, generator).to(device) * schedulers[m].init_noise_sigma
                for m, shape in shapes.items()}
-    extras = {}
-    for modality, scheduler in schedulers.items():
-        accepts = inspect.signature(scheduler.step).parameters
-        extras[modality] = {k: v for k, v in (("eta", eta), ("generator", generator)) if k in accepts}
-        if isinstance(generator, Sequence) and "generator" in extras[modality]:
-            extras[modality]["generator"] = list(generator)
+    if not isinstance(generator, torch.Generator):
+        generator = list(generator)  # diffusers takes a list of per-sample generators
+    extras = {m: {k: v for k, v in (("eta", eta), ("generator", generator))
+                  if k in inspect.signature(scheduler.step).parameters}
+              for m, scheduler in schedulers.items()}
     for timestep in timesteps:
         inputs = {m: schedulers[m].scale_model_input(z, timestep) for m, z in latents.items()}
         noise = denoise(inputs, timestep)
