@@ -217,31 +217,58 @@ def _command_generate(args: argparse.Namespace) -> int:
 
 
 def _command_eval(args: argparse.Namespace) -> int:
-    from medm2g.core.evaluation.generation_eval import (
-        evaluate_generation,
-        format_generation_scores,
-        write_generation_scores,
-    )
+    from medm2g.core.evaluation.generation_eval import format_generation_scores
+    from medm2g.core.evaluation.run_eval import evaluate_run
     from medm2g.core.generation.trained_run import TrainedRun
     from medm2g.core.retrieval import format_retrieval
-    from medm2g.core.training.alignment import evaluate_alignment, evaluation_manifest
-    from medm2g.core.training.run import load_run_plan
     from medm2g.registry import load_modalities
 
     run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
-    plan = load_run_plan(run.layout, run.registry)
-    manifest = evaluation_manifest(plan, run.registry, args.manifest)
-    retrieval = evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
-    print(f"held-out retrieval ({retrieval[0].subjects} subjects; 'no': never trained together):")
-    print(format_retrieval(retrieval))
-    scores = evaluate_generation(run, plan, manifest, subjects=args.subjects, steps=args.steps, seed=args.seed)
-    settings = {"manifest": str(manifest.path), "subjects": args.subjects, "steps": args.steps, "seed": args.seed,
-                "command": shlex.join(["medm2g", *args.argv])}
-    written = write_generation_scores(scores, run.registry, run.layout.eval_dir, settings)
-    print(f"\ngeneration against the held-out truth ({scores[0].subjects if scores else 0} subjects):")
-    print(format_generation_scores(scores))
+    result = evaluate_run(run, args.manifest, subjects=args.subjects, steps=args.steps, seed=args.seed,
+                          command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features)
+    print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
+    print(format_retrieval(result.retrieval))
+    print(f"\ngeneration against the held-out truth ({result.generation[0].subjects if result.generation else 0} subjects):")
+    print(format_generation_scores(result.generation))
+    written = result.written
     print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name} and retrieval.* "
           f"in {run.layout.eval_dir}")
+    return 0
+
+
+def _command_demo(args: argparse.Namespace) -> int:
+    from medm2g.core.demo.pipeline import run_demo
+    from medm2g.core.run_config import load_run_config, with_overrides
+    from medm2g.registry import load_modalities
+
+    preset = "quick" if args.quick else "demo"
+    config = with_overrides(load_run_config(args.config or preset), seed=args.seed, device=args.device)
+    metrics = run_demo(resolve_graph_path(args.graph), load_modalities(), config, args.out,
+                       eval_subjects=args.subjects or (8 if args.quick else 16),
+                       eval_steps=args.steps,
+                       showcase_subjects=2 if args.quick else 3, command=shlex.join(["medm2g", *args.argv]))
+    seconds = metrics["seconds"]
+    print(f"demo finished in {seconds['total']:.0f} s (" + ", ".join(
+        f"{name} {value:.0f} s" for name, value in seconds.items() if name != "total") + ")")
+    print(f"read first: {args.out / 'report.md'}; numbers: {args.out / 'metrics.json'}; "
+          f"samples: {args.out / 'samples'}")
+    return 0
+
+
+def _command_ablate(args: argparse.Namespace) -> int:
+    from medm2g.core.ablation.runner import run_ablation
+    from medm2g.core.run_config import load_run_config, with_overrides
+    from medm2g.registry import load_modalities
+
+    config = with_overrides(load_run_config(args.config or "ablation"), seed=args.seed, device=args.device)
+    translation = tuple(args.translation.split("->")) if args.translation else None
+    if translation is not None and len(translation) != 2:
+        raise ConfigError(f"--translation {args.translation!r}: expected SOURCE->TARGET, e.g. mri->ct")
+    record = run_ablation(resolve_graph_path(args.graph), load_modalities(), config, args.out, subjects=args.subjects,
+                          steps=args.steps, translation=translation, command=shlex.join(["medm2g", *args.argv]))
+    print((args.out / "ablation.md").read_text(encoding="utf-8"))
+    print(f"written: {args.out / 'ablation.json'}, ablation.md, ablation.png "
+          f"({record['settings']['seconds_total'] / 60:.1f} min)")
     return 0
 
 
@@ -341,8 +368,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subjects", type=int, default=16, help="held-out subjects per task (default 16)")
     evaluate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    evaluate.add_argument("--fid-features", metavar="timm:ARCH:WEIGHTS.safetensors",
+                          help="FID on this timm network with local weights (default: the run's aligned encoder "
+                               "of each target modality, labelled as such; never Inception)")
     evaluate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
     evaluate.set_defaults(run=_command_eval)
+
+    demo = commands.add_parser(
+        "demo", help="the main job end to end: phantom data, the whole plan, evaluation, samples of every task, report.md")
+    demo.add_argument("--out", type=Path, required=True, help="the demo folder (a run folder; an existing one is resumed)")
+    demo.add_argument("--quick", action="store_true",
+                      help="tiny models and few steps: every output in about two minutes, samples not meaningful")
+    demo.add_argument("--graph", default="medm2g.yaml", help="pair graph (default: the paper's, shipped with medm2g)")
+    demo.add_argument("--config", type=Path,
+                      help="run config instead of the demo preset (default: `demo`, with --quick `quick`)")
+    demo.add_argument("--seed", type=int, help="random seed of data, training and sampling (default 0)")
+    demo.add_argument("--subjects", type=int, help="held-out subjects per evaluated task (default 16, quick 8)")
+    demo.add_argument("--steps", type=int, help="sampling steps for evaluation and samples (default: the config's)")
+    demo.add_argument("--device", help="auto (default), cpu, cuda, ...")
+    demo.set_defaults(run=_command_demo)
+
+    ablate = commands.add_parser(
+        "ablate", help="the paper's ablation in miniature: all eight CA/LCAG/VI combinations, plus translation baselines")
+    ablate.add_argument("--out", type=Path, required=True, help="folder for the four runs and the table (resumable)")
+    ablate.add_argument("--graph", default="medm2g.yaml", help="pair graph (default: the paper's, shipped with medm2g)")
+    ablate.add_argument("--config", type=Path, help="base run config (default: the `ablation` preset)")
+    ablate.add_argument("--subjects", type=int, default=16, help="held-out subjects per task (default 16)")
+    ablate.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
+    ablate.add_argument("--translation", default="mri->ct",
+                        help="image translation to compare with baselines, SOURCE->TARGET (default mri->ct; '' for none)")
+    ablate.add_argument("--seed", type=int, help="random seed (default 0)")
+    ablate.add_argument("--device", help="auto (default), cpu, cuda, ...")
+    ablate.set_defaults(run=_command_ablate)
 
     config = commands.add_parser("config", help="print the full run config (defaults, or a file's with defaults filled)")
     config.add_argument("config", nargs="?", type=Path, help="a run config YAML file")

@@ -28,7 +28,7 @@ from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError, PluginError
 from medm2g.core.losses import BARLOW_TWINS_LAMBDA
 from medm2g.core.structuring import non_negative, positive, strict_converter, structure_or_explain
-from medm2g.registry import ModalityRegistry, ModelSize
+from medm2g.registry import ModalityRegistry, ModalitySpec, ModelSize
 
 
 def _at_least_two(instance, attribute, value) -> None:
@@ -100,13 +100,36 @@ class LDMStageConfig:
     checkpoint_every: int = attrs.field(default=100, validator=positive)
 
 
+def _optional_pair(value):
+    return None if value is None else (float(value[0]), float(value[1]))
+
+
 @attrs.frozen
 class Grid:
-    """A modality's working grid for this run, replacing its plugin's: the image size its
-    models see and the latent shape its VAE makes (the paper: 256x256 images, 4x64x64 latents)."""
+    """A modality's working grid for this run, replacing its plugin's where a field is given:
+    the image size its models see, the latent shape its VAE makes (the paper: 256x256 images,
+    4x64x64 latents) and the intensity window mapped onto the models' [-1, 1].
 
-    image_size: tuple[int, int]
-    latent_shape: tuple[int, int, int]
+    The window matters as much as the size: head CT in the plugin's (-1000, 1000) HU puts
+    grey and white matter 0.005 apart, below what a small VAE reconstructs (L1 0.044 = 44 HU),
+    so a head-CT run narrows it (``intensity_window: [-100, 200]``, bone saturates)."""
+
+    image_size: tuple[int, int] | None = None
+    latent_shape: tuple[int, int, int] | None = None
+    intensity_window: tuple[float, float] | None = attrs.field(default=None, converter=_optional_pair)
+
+    def spec_changes(self, spec: ModalitySpec) -> dict[str, Any]:
+        """The ModalitySpec fields this grid replaces in ``spec``."""
+        changes: dict[str, Any] = {}
+        if self.image_size is not None:
+            changes["image_size"] = self.image_size
+        if self.latent_shape is not None:
+            changes["latent_shape"] = self.latent_shape
+        if self.intensity_window is not None:
+            if spec.intensity is None or spec.intensity.per_sample:
+                raise ValueError(f"intensity_window: {spec.name} has no absolute intensity unit to window")
+            changes["intensity"] = spec.intensity.with_window(self.intensity_window)
+        return changes
 
 
 @attrs.frozen
@@ -115,12 +138,15 @@ class RunConfig:
 
     ``embed_dim`` is the width of the shared space every C_M maps into. ``device``
     is ``auto`` (CUDA when present), ``cpu`` or a torch device string.
+    ``phantom_subjects`` sizes the phantom cohort generated for a shipped graph that
+    has no data of its own (the embedded default data).
     """
 
     size: ModelSize = attrs.field(default=ModelSize.CPU, converter=ModelSize)
     embed_dim: int = attrs.field(default=256, validator=positive)
     seed: int = 0
     device: str = "auto"
+    phantom_subjects: int = attrs.field(default=600, validator=positive)
     alignment: AlignmentConfig = AlignmentConfig()
     vae: VAEStageConfig = VAEStageConfig()
     ldm: LDMStageConfig = LDMStageConfig()
@@ -134,8 +160,14 @@ class RunConfig:
         if not self.grids:
             return registry
         try:
-            return registry.with_spec_changes({m: attrs.asdict(grid) for m, grid in self.grids.items()},
-                                              "run config grids")
+            changes = {}
+            for modality, grid in self.grids.items():
+                spec = registry[modality].spec if modality in registry else None
+                try:
+                    changes[modality] = grid.spec_changes(spec) if spec is not None else {}
+                except ValueError as error:
+                    raise PluginError(f"run config grids: {modality}: {error}") from None
+            return registry.with_spec_changes(changes, "run config grids")
         except PluginError as error:
             raise ConfigError(str(error)) from None
 

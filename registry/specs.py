@@ -100,6 +100,14 @@ class IntensityConvention:
         if self.per_sample or not (self.window[0] <= value[0] < value[1] <= self.window[1]):
             raise ValueError(f"display_window {value!r} must be an ordered sub-range of window {self.window!r}")
 
+    def with_window(self, window: tuple[float, float]) -> "IntensityConvention":
+        """This convention mapping ``window`` onto [-1, 1] instead; the display window is kept
+        where it still fits inside and dropped (whole range shown) where it does not."""
+        window = (float(window[0]), float(window[1]))
+        display = self.display_window
+        inside = display is not None and window[0] <= display[0] and display[1] <= window[1]
+        return attrs.evolve(self, window=window, display_window=display if inside else None)
+
     def display_range(self) -> tuple[float, float]:
         """The model-space (low, high) to show images in: the display window mapped into [-1, 1]."""
         if self.display_window is None:

@@ -29,6 +29,9 @@ def test_the_wheel_installs_only_the_medm2g_namespace(tmp_path):
     assert "medm2g/core/graph_engine.py" in names and "medm2g/registry/hookspecs.py" in names
     assert "medm2g/graphs/medm2g.yaml" in names and "medm2g/graphs/pair-graph.schema.json" in names
     assert "medm2g/plugins/text/vocabulary.txt" in names
+    for folder in ("core", "registry", "plugins"):  # every source module ships (a new sub-package must be listed)
+        for module in (ROOT / folder).rglob("*.py"):
+            assert f"medm2g/{module.relative_to(ROOT).as_posix()}" in names, module
     assert not any(name.startswith(("medm2g/tests", "medm2g/examples")) for name in names)
     source_modules = {
         f"medm2g/{path.relative_to(ROOT).as_posix()}"

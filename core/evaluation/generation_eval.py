@@ -19,6 +19,7 @@ import torch
 
 from medm2g.core.checkpoints import write_json
 from medm2g.core.errors import ConfigError
+from medm2g.core.evaluation.fid import FeatureNetwork, features, frechet_distance, timm_feature_network
 from medm2g.core.evaluation.image_metrics import ms_ssim, psnr, ssim
 from medm2g.core.evaluation.text_metrics import corpus_bleu, mean_rouge_l
 from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
@@ -27,12 +28,17 @@ from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph_engine import TrainingPlan
 from medm2g.core.manifest import Manifest
 from medm2g.core.paired_dataset import PairedDataset
+from medm2g.core.phantom.image_findings import ImageFindingReader, fit_reader, image_finding_agreement, subject_finding
 from medm2g.core.phantom.report_findings import finding_agreement
+from medm2g.core.training.data import manifest_path
 
-IMAGE_METRICS = ("psnr", "ssim", "ms_ssim")
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "fid")
 TEXT_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")
 FINDING_FIELDS = ("kind", "side", "region")
 """Clinical correctness of reports: accuracy of each with its chance level beside it."""
+IMAGE_FINDING_FIELDS = ("side", "region")
+"""Clinical correctness of images: does the image show the stated finding there (with chance, and
+the reader's own accuracy on the truth images, the ceiling)."""
 EXAMPLES = 3
 """Subjects shown per task in the picture."""
 
@@ -47,6 +53,7 @@ class TaskScore:
     subjects: int
     scores: dict[str, float]
     examples: tuple = attrs.field(default=(), eq=False, repr=False)  # ((truth, generated), ...)
+    fid_features: str | None = None  # what the "fid" score was computed on: never Inception unless it says so
 
 
 def held_out_subjects(manifest: Manifest, modalities: Sequence[str], registry, limit: int) -> list[dict]:
@@ -55,21 +62,75 @@ def held_out_subjects(manifest: Manifest, modalities: Sequence[str], registry, l
     return [dataset[i] for i in range(min(limit, len(dataset)))]
 
 
-def score_samples(generated: list, truth: list) -> dict[str, float]:
+def held_out_findings(manifest: Manifest, subject_ids: Sequence[str], registry) -> list:
+    """The phantom's ground-truth finding of each subject (None where the data are not a phantom cohort),
+    found beside any of the subject's image files."""
+    found = {}
+    for record in manifest.records:
+        for modality, value in record.values.items():
+            if record.subject_id not in found and value and registry[modality].spec.kind.is_imaging:
+                finding = subject_finding(manifest.resolve(value))
+                if finding is not None:
+                    found[record.subject_id] = finding
+    return [found.get(subject) for subject in subject_ids]
+
+
+def score_samples(generated: list, truth: list, reader: ImageFindingReader | None = None,
+                  findings: Sequence | None = None, feature_network: FeatureNetwork | None = None) -> dict[str, float]:
     """Image metrics for tensors; for reports, text overlap and (for reports in the phantom's
-    vocabulary) whether the generated report names the truth's finding type, side and lobe."""
+    vocabulary) whether the generated report names the truth's finding type, side and lobe.
+    With a ``reader`` and the subjects' ``findings``, images are also read for the stated finding's
+    side and lobe (``*_accuracy``, ``*_chance``, and ``*_ceiling``: the reader on the truth images).
+    With a ``feature_network``, ``fid`` is the Fréchet distance of its features (see :mod:`.fid`)."""
     if isinstance(truth[0], str):
         bleu = corpus_bleu(generated, truth)
         return {**{f"bleu_{n}": bleu[n] for n in range(1, 5)}, "rouge_l": mean_rouge_l(generated, truth),
                 **finding_agreement(generated, truth)}
     prediction, target = torch.stack(generated).float(), torch.stack(truth).float()
-    return {"psnr": float(psnr(prediction, target).mean()), "ssim": float(ssim(prediction, target).mean()),
-            "ms_ssim": float(ms_ssim(prediction, target).mean())}
+    scores = {"psnr": float(psnr(prediction, target).mean()), "ssim": float(ssim(prediction, target).mean()),
+              "ms_ssim": float(ms_ssim(prediction, target).mean())}
+    if feature_network is not None and len(truth) >= 2:
+        device = next(iter(feature_network.parameters()), torch.empty(0)).device
+        scores["fid"] = frechet_distance(features(feature_network, truth, device),
+                                         features(feature_network, generated, device))
+    if reader is not None and findings is not None:
+        clinical = image_finding_agreement(reader, generated, findings)
+        ceiling = image_finding_agreement(reader, truth, findings)
+        scores.update(clinical)
+        scores.update({f"{field}_ceiling": ceiling[f"{field}_accuracy"] for field in IMAGE_FINDING_FIELDS
+                       if f"{field}_accuracy" in ceiling})
+    return scores
+
+
+def finding_readers(plan: TrainingPlan, registry, targets: Sequence[str]) -> dict[str, ImageFindingReader]:
+    """A finding reader per imaging target, fitted on the graph's training manifests, where the data
+    are a phantom cohort (elsewhere there is no ground truth to read against, and no reader)."""
+    from medm2g.core.manifest import read_manifest
+
+    manifests = [read_manifest(manifest_path(plan.graph, d), registry)
+                 for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
+    readers = {}
+    for target in targets:
+        if registry[target].spec.kind.is_imaging:
+            reader = fit_reader(manifests, target, registry)
+            if reader is not None:
+                readers[target] = reader
+    return readers
+
+
+def fid_network(run: TrainedRun, target: str, spec: str | None) -> tuple[FeatureNetwork, str]:
+    """The feature network FID of ``target`` images is computed on, and its label: the run's aligned
+    encoder C_target unless ``spec`` names a timm network with local weights."""
+    if spec is None:
+        return run.encoder(target), f"FID[medm2g C_{target}]"
+    network, label = timm_feature_network(spec, run.registry[target].spec.channels)
+    return network.to(run.device), label
 
 
 def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, subjects: int = 16,
-                        steps: int | None = None, seed: int = 0) -> list[TaskScore]:
-    """Scores for every (condition, output) modality pair the run and the plan have, in sorted order."""
+                        steps: int | None = None, seed: int = 0, fid_features: str | None = None) -> list[TaskScore]:
+    """Scores for every (condition, output) modality pair the run and the plan have, in sorted order.
+    ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row."""
     if subjects < 1:
         raise ConfigError(f"eval: --subjects must be at least 1, got {subjects}")
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
@@ -78,6 +139,9 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     sources = [m for m in sorted(modalities) if m in run.conditionable()]
     targets = [m for m in sorted(modalities) if m in run.generatable()]
     generator = CrossGuidedGenerator(run)
+    readers = finding_readers(plan, run.registry, targets)
+    networks = {t: fid_network(run, t, fid_features) for t in targets if run.registry[t].spec.kind.is_imaging}
+    findings = held_out_findings(manifest, [r["subject_id"] for r in records], run.registry)
     results = []
     for source in sources:
         conditions = [Condition(source, r[source], f"{source} {r['subject_id']}") for r in records]
@@ -87,29 +151,39 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
             request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16)
             generated = [sample.outputs[target] for sample in generator.generate(request)]
             truth = [r[target] for r in records]
+            network, label = networks.get(target, (None, None))
+            scores = score_samples(generated, truth, readers.get(target), findings, network)
             results.append(TaskScore(source, target, frozenset((source, target)) in trained, len(records),
-                                     score_samples(generated, truth), tuple(zip(truth, generated))[:EXAMPLES]))
+                                     scores, tuple(zip(truth, generated))[:EXAMPLES], fid_features=label))
     return results
 
 
 def format_generation_scores(rows: Sequence[TaskScore]) -> str:
     """Two Markdown tables: image targets, then report targets."""
     lines = []
-    for title, metrics in (("images", IMAGE_METRICS), ("reports", TEXT_METRICS)):
-        chosen = [r for r in rows if set(metrics) <= set(r.scores)]
+    for title, all_metrics in (("images", IMAGE_METRICS), ("reports", TEXT_METRICS)):
+        chosen = [r for r in rows if all_metrics[0] in r.scores]
         if not chosen:
             continue
-        clinical = [f for f in FINDING_FIELDS if metrics is TEXT_METRICS and all(f"{f}_accuracy" in r.scores
-                                                                                  for r in chosen)]
-        headers = list(metrics) + [f"{f} correct (chance)" for f in clinical]
+        metrics = [m for m in all_metrics if all(m in r.scores for r in chosen)]
+        fields = FINDING_FIELDS if all_metrics is TEXT_METRICS else IMAGE_FINDING_FIELDS
+        clinical = [f for f in fields if all(f"{f}_accuracy" in r.scores for r in chosen)]
+        headers = metrics + [f"{f} correct (chance{'' if all_metrics is TEXT_METRICS else ', truth'})"
+                             for f in clinical]
         lines += [f"{title}:", "", "| source -> target | trained together | n | " + " | ".join(headers) + " |",
                   "|" + "---|" * (3 + len(headers))]
         for row in chosen:
-            cells = [f"{row.scores[m]:.2f}" if m == "psnr" else f"{row.scores[m]:.3f}" for m in metrics]
-            cells += [f"{row.scores[f + '_accuracy']:.2f} ({row.scores[f + '_chance']:.2f})" for f in clinical]
+            cells = [f"{row.scores[m]:.2f}" if m in ("psnr", "fid") else f"{row.scores[m]:.3f}" for m in metrics]
+            cells += [f"{row.scores[f + '_accuracy']:.2f} ({row.scores[f + '_chance']:.2f}"
+                      + (f", {row.scores[f + '_ceiling']:.2f})" if f + "_ceiling" in row.scores else ")")
+                      for f in clinical]
             lines.append(f"| {row.source} -> {row.target} | {'yes' if row.trained_together else 'no'} | "
                          f"{row.subjects} | {' | '.join(cells)} |")
         lines.append("")
+        labels = sorted({r.fid_features for r in chosen if r.fid_features and "fid" in metrics})
+        if labels:
+            lines += [f"fid: Fréchet distance on features of {', '.join(labels)}; not Inception FID, and "
+                      "biased upwards for few subjects: compare only rows with the same features and n.", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -150,7 +224,7 @@ def write_generation_scores(rows: Sequence[TaskScore], registry, folder: Path, s
     folder.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings,
               "tasks": [{"source": r.source, "target": r.target, "trained_together": r.trained_together,
-                         "subjects": r.subjects, "scores": r.scores} for r in rows]}
+                         "subjects": r.subjects, "scores": r.scores, "fid_features": r.fid_features} for r in rows]}
     table = folder / "generation.md"
     table.write_text(format_generation_scores(rows), encoding="utf-8")
     return {"json": write_json(folder / "generation.json", record), "table": table,

@@ -3,7 +3,11 @@
 MedM2G's own backend (:class:`CrossGuidedGenerator`) samples each output's latent
 diffusion model conditioned on the condition's prompt embedding C_X(x) in the aligned
 space, so any modality with an aligned encoder can drive any modality with a
-denoiser, including pairs never trained together (text to MRI). Joint generation
+denoiser, including pairs never trained together (text to MRI). Where both the
+condition's and the output's modality have cross-guided parts from the multi-flow
+rounds, the output's denoiser also attends through theta_c to V_X([z_t^X, f_X]) of the
+*condition's* latent, encoded by X's VAE and noised to each step t as in training
+(section 3.4's cross-condition; ``cross_guided=False`` turns it off). Joint generation
 samples several outputs in lockstep, each output's denoiser attending through its
 theta_c sub-layers to V_M([z_t^M, f_M]) of every *other* output's current latent
 (the paper's figure 4c). Other backends (an adversarial diffusion for unpaired
@@ -42,6 +46,7 @@ class GenerationRequest:
     steps: int | None = attrs.field(default=None, validator=positive)
     guidance_scale: float | None = None
     batch_size: int = attrs.field(default=8, validator=positive)
+    cross_guided: bool = True
 
     def rows(self) -> list[tuple[int | None, int]]:
         """(condition index or None, sample index) of every generated row, in output order."""
@@ -152,15 +157,60 @@ class CrossGuidedGenerator:
                                      steps, generators, device, diffusion.eta)
         else:
             latents = {}
+            known = self._condition_latents(request, rows, seeds)
             for m in request.outputs:
-                denoiser = run.denoiser(m)
-                one = guided(lambda z, t, conditioned, denoiser=denoiser:
-                             denoiser(z, torch.as_tensor(t, device=device).expand(size), context(conditioned)), scale)
+                if known is not None and m != known[0] and m in run.jointly_generatable():
+                    one = self._cross_conditioned(m, known, context, scale, size)
+                else:
+                    denoiser = run.denoiser(m)
+                    one = guided(lambda z, t, conditioned, denoiser=denoiser:
+                                 denoiser(z, torch.as_tensor(t, device=device).expand(size), context(conditioned)),
+                                 scale)
                 generators = [torch.Generator().manual_seed(modality_seed(seed, m)) for seed in seeds]
                 latents[m] = sample_jointly(lambda z, t, one=one, m=m: {m: one(z[m], t)}, {m: shapes[m]},
                                             {m: sampling_scheduler(diffusion)}, steps, generators, device,
                                             diffusion.eta)[m]
         return {m: self._decode(m, z) for m, z in latents.items()}
+
+    def cross_conditioning(self, request: GenerationRequest) -> str | None:
+        """The modality whose known latent the outputs attend to, or None (prompt embedding only):
+        it needs cross-guided parts, as do the outputs that use it, and every condition of its modality."""
+        if request.joint or not request.cross_guided or not request.conditions:
+            return None
+        sources = {condition.modality for condition in request.conditions}
+        source = sources.pop() if len(sources) == 1 else None
+        return source if source in self.run.jointly_generatable() else None
+
+    @torch.no_grad()
+    def _condition_latents(self, request: GenerationRequest, rows, seeds: list[int]):
+        """(modality, z_0, noise) of each row's condition, or None where cross-conditioning does not apply.
+        Each row's latent and forward-process noise come from its own seed, so a row is reproducible alone."""
+        source = self.cross_conditioning(request)
+        if source is None:
+            return None
+        vae, shape = self.run.vae(source), self.run.registry[source].spec.latent_shape
+        clean, noise = [], []
+        for (condition, _), seed in zip(rows, seeds):
+            sample = request.conditions[condition].sample
+            generator = torch.Generator().manual_seed(modality_seed(seed, source) + 1)
+            batch = [sample] if isinstance(sample, str) else sample[None].to(self.run.device)
+            clean.append(vae.encode(batch, generator=generator).float().cpu())
+            noise.append(torch.randn(shape, generator=generator))
+        return source, torch.cat(clean).to(self.run.device), torch.stack(noise).to(self.run.device)
+
+    def _cross_conditioned(self, target: str, known, context, scale: float, size: int):
+        """``target``'s guided denoiser, attending to V_source of the condition's latent noised to step t."""
+        source, clean, noise = known
+        side, other = self.run.cross_guided(target), self.run.cross_guided(source)
+        scheduler = sampling_scheduler(self.run.config.diffusion)
+        device = self.run.device
+
+        def denoise(z, t, conditioned):
+            timesteps = torch.as_tensor(t, device=device).expand(size)
+            tokens = other.guidance(scheduler.add_noise(clean, noise, timesteps), timesteps)
+            return side.denoiser(z, timesteps, context(conditioned), tokens)
+
+        return guided(denoise, scale)
 
     @torch.no_grad()
     def _decode(self, modality: str, latents: torch.Tensor) -> list:

@@ -65,7 +65,7 @@ def subject_seed(seed: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, index])
 
 
-def _key_slice(mask: torch.Tensor) -> int:
+def key_slice_of(mask: torch.Tensor) -> int:
     """The slice of a (D, 1, H, W) mask with the most lesion voxels, or the middle slice of a normal subject."""
     if mask.sum() == 0:
         return mask.shape[0] // 2
@@ -111,7 +111,7 @@ def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, r
             _write_mask(rendering.lesion_mask, mask_path)
             masks[modality.name] = mask_path.relative_to(out).as_posix()
             if modality.spec.kind is ModalityKind.VOLUME and key_slice is None:
-                key_slice = _key_slice(rendering.lesion_mask)
+                key_slice = key_slice_of(rendering.lesion_mask)
     finding = attrs.asdict(subject.finding)
     (folder / "finding.json").write_text(json.dumps({"subject_id": subject.subject_id, **finding, "key_slice": key_slice}, indent=2))
     return SubjectRecord(subject.subject_id, files, variants, masks, finding, key_slice or 0)

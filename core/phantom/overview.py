@@ -15,7 +15,7 @@ from medm2g.core.imaging_io import nifti_to_slices
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 
-def _load_mask(path: Path) -> np.ndarray:
+def load_mask(path: Path) -> np.ndarray:
     if path.name.endswith(".png"):
         from PIL import Image
 
@@ -49,7 +49,7 @@ def draw_overview(out: Path, records, registry: ModalityRegistry, path: Path, su
             ax.imshow(image, cmap="gray", vmin=low, vmax=high)
             mask_path = record.masks.get(modality_name)
             if mask_path:
-                mask = _load_mask(out / mask_path)
+                mask = load_mask(out / mask_path)
                 mask = mask[record.key_slice] if volume else mask
                 if mask.any():
                     ax.contour(mask.astype(float), levels=[0.5], colors="#ff5a36", linewidths=0.8)

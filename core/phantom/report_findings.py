@@ -61,9 +61,16 @@ def finding_agreement(generated: Sequence[str], truth: Sequence[str]) -> dict[st
     read_generated, read_truth = [g for g, _ in pairs], [t for _, t in pairs]
     scores = {}
     for field in ("kind", "side", "region"):
-        ours = [getattr(f, field) for f in read_generated]
-        theirs = [getattr(f, field) for f in read_truth]
-        scores[f"{field}_accuracy"] = sum(a == b for a, b in zip(ours, theirs)) / len(pairs)
-        ours_counts, theirs_counts = Counter(ours), Counter(theirs)
-        scores[f"{field}_chance"] = sum(ours_counts[k] * theirs_counts[k] for k in ours_counts) / len(pairs) ** 2
+        accuracy, chance = agreement([getattr(f, field) for f in read_generated], [getattr(f, field) for f in read_truth])
+        scores[f"{field}_accuracy"], scores[f"{field}_chance"] = accuracy, chance
     return scores
+
+
+def agreement(ours: Sequence[str], theirs: Sequence[str]) -> tuple[float, float]:
+    """(accuracy, chance): the fraction of equal labels, and the fraction expected if the two
+    label lists were independent with their own frequencies (what ignoring the truth scores)."""
+    if len(ours) != len(theirs) or not ours:
+        raise ValueError(f"need two equally long, non-empty label lists, got {len(ours)} and {len(theirs)}")
+    accuracy = sum(a == b for a, b in zip(ours, theirs)) / len(ours)
+    ours_counts, theirs_counts = Counter(ours), Counter(theirs)
+    return accuracy, sum(ours_counts[k] * theirs_counts[k] for k in ours_counts) / len(ours) ** 2

@@ -28,7 +28,7 @@ from medm2g.core.diffusion.cross_guidance import (
     GuidanceAttention,
     attach_cross_guidance,
 )
-from medm2g.core.diffusion.schedule import training_scheduler
+from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Part, Stage, TrainingPlan
 from medm2g.core.run_config import RunConfig
@@ -112,12 +112,13 @@ def build_side(registry: ModalityRegistry, modality: str, config: RunConfig, lay
     return side
 
 
-def side_loss(target: str, other: str, sides, noise, noisy, timesteps, embeddings, keep) -> torch.Tensor:
-    """L_cross^target (eq. 6): target's noise from its noisy latent, conditioned on the other's prompt
-    embedding and attending to V_other of the *other's* noisy latent."""
+def side_loss(target: str, other: str, sides, targets, noisy, timesteps, embeddings, keep) -> torch.Tensor:
+    """L_cross^target (eq. 6): target's noise (or velocity, per the run's prediction type) from its
+    noisy latent, conditioned on the other's prompt embedding and attending to V_other of the
+    *other's* noisy latent."""
     guidance = sides[other].guidance(noisy[other], timesteps)
     predicted = sides[target].denoiser(noisy[target], timesteps, condition_context(embeddings[other], keep), guidance)
-    return torch.nn.functional.mse_loss(predicted.float(), noise[target].float())
+    return torch.nn.functional.mse_loss(predicted.float(), targets[target].float())
 
 
 def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
@@ -159,13 +160,14 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
         noise = {m: torch.randn(latents[m].shape, generator=generator).to(device) for m in pair}
         noisy = {m: scheduler.add_noise(latents[m], noise[m], timesteps) for m in pair}
+        targets = {m: training_target(scheduler, latents[m], noise[m], timesteps) for m in pair}
         keep = (torch.rand(size, generator=generator) >= config.diffusion.condition_dropout).to(device)
         a, b = pair
         terms = {}
         for target, other in ((a, b), (b, a)):
             # a side's term trains its theta_c and the other's V, f: compute it when any of those train
             if target in trained_sides or other in trained_sides:
-                terms[target] = side_loss(target, other, sides, noise, noisy, timesteps, embeddings, keep)
+                terms[target] = side_loss(target, other, sides, targets, noisy, timesteps, embeddings, keep)
         loss = sum(terms.values())
         return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
 

@@ -44,10 +44,7 @@ def draw_curves(rows: list[dict], path: Path, title: str, keys: Iterable[str] | 
     for axis, key in zip(axes[0], keys):
         values = [row[key] for row in rows]
         axis.plot(steps, values, color="#b8c2cc", linewidth=0.8)
-        window = max(1, len(values) // 20)
-        smoothed = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
-                    for i in range(len(values))]
-        axis.plot(steps, smoothed, color="#2e6fd8", linewidth=1.5)
+        axis.plot(steps, smoothed(values), color="#2e6fd8", linewidth=1.5)
         axis.set_title(key, fontsize=9)
         axis.set_xlabel("step", fontsize=8)
         axis.tick_params(labelsize=7)
@@ -55,5 +52,42 @@ def draw_curves(rows: list[dict], path: Path, title: str, keys: Iterable[str] | 
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def smoothed(values: list[float], fraction: float = 0.05) -> list[float]:
+    """A trailing mean over ``fraction`` of the curve: the trend through per-batch noise."""
+    window = max(1, int(len(values) * fraction))
+    return [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
+            for i in range(len(values))]
+
+
+def draw_run_curves(histories: Mapping[str, list[dict]], path: Path, key: str = "loss") -> Path:
+    """Every stage's ``key`` against its step in one picture, one panel per stage in plan order:
+    the first thing to look at when a run's samples disappoint (which stage did not converge)."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = [(title, rows) for title, rows in histories.items() if rows and key in rows[0]]
+    columns = min(4, max(1, len(stages)))
+    lines = max(1, math.ceil(len(stages) / columns))
+    figure, axes = plt.subplots(lines, columns, figsize=(3.0 * columns, 2.3 * lines), squeeze=False)
+    for axis in axes.flat[len(stages):]:
+        axis.set_visible(False)
+    for axis, (title, rows) in zip(axes.flat, stages):
+        steps, values = [row["step"] for row in rows], [row[key] for row in rows]
+        axis.plot(steps, values, color="#b8c2cc", linewidth=0.7)
+        axis.plot(steps, smoothed(values), color="#2e6fd8", linewidth=1.4)
+        axis.set_title(title, fontsize=8)
+        axis.tick_params(labelsize=6)
+    figure.suptitle(f"training {key} per stage (grey: per step, blue: smoothed)", fontsize=10)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return path

@@ -19,7 +19,7 @@ from torch import nn
 
 from medm2g.core.checkpoints import load_module, save_module
 from medm2g.core.diffusion.conditional import condition_context
-from medm2g.core.diffusion.schedule import training_scheduler
+from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Stage, TrainingPlan
 from medm2g.core.run_config import RunConfig
@@ -40,7 +40,8 @@ def build_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig)
 
 
 class LatentDiffusionStep:
-    """eps-prediction MSE on z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) eps, the LDM objective."""
+    """The LDM objective: MSE of the prediction (eps, or v per the run's ``prediction_type``) on
+    z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) eps."""
 
     def __init__(self, modality: str, vae: nn.Module, encoder: nn.Module, denoiser: nn.Module, scheduler,
                  condition_dropout: float):
@@ -58,7 +59,8 @@ class LatentDiffusionStep:
         keep = (torch.rand(size, generator=generator) >= self.condition_dropout).to(device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         predicted = self.denoiser(noisy, timesteps, condition_context(embeddings, keep))
-        loss = torch.nn.functional.mse_loss(predicted.float(), noise.float())
+        target = training_target(self.scheduler, latents, noise, timesteps)
+        loss = torch.nn.functional.mse_loss(predicted.float(), target.float())
         return loss, {"conditioned_fraction": float(keep.float().mean())}
 
 

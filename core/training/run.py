@@ -23,7 +23,6 @@ from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g")
 
-DEFAULT_COHORT_SUBJECTS = 600
 RESUMABLE_DIFFERENCES = {"device"}
 
 
@@ -67,7 +66,7 @@ def is_shipped_graph(graph: PairGraph) -> bool:
 
 
 def with_default_data(graph: PairGraph, layout: RunLayout, registry: ModalityRegistry, seed: int,
-                      subjects: int = DEFAULT_COHORT_SUBJECTS) -> PairGraph:
+                      subjects: int) -> PairGraph:
     """The graph itself, or for a graph shipped with medm2g whose manifests are absent, the
     same graph inside a phantom cohort generated into ``RUN/data`` (the embedded default data)."""
     base = graph.base_dir()
@@ -89,7 +88,7 @@ def prepare_run(graph: PairGraph, registry: ModalityRegistry, config: RunConfig,
     """Bind the config, provide data, and write the plan (JSON and picture) into the run folder."""
     layout = RunLayout(run_dir)
     bind_config(layout, config)
-    graph = with_default_data(graph, layout, registry, config.seed)
+    graph = with_default_data(graph, layout, registry, config.seed, config.phantom_subjects)
     plan = plan_for(graph, registry)
     layout.plan_json.write_text(json.dumps(plan_to_dict(plan), indent=2) + "\n", encoding="utf-8")
     if not layout.plan_picture.is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Collection
 
 import torch
 
@@ -34,13 +35,16 @@ STAGE_RUNNERS = {
 """How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, device)."""
 
 
-def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[StageResult]:
-    """Run (or resume) the whole plan into ``run_dir``."""
+def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
+          kinds: Collection[StageKind] = tuple(StageKind)) -> list[StageResult]:
+    """Run (or resume) the plan's stages of ``kinds`` (default: all) into ``run_dir``, in plan order.
+    Stopping before the rounds (``kinds`` without CROSS_GUIDED) leaves a run that generates from its
+    single-modality LDMs alone: the paper's ablation without latent cross-guided generation."""
     layout = RunLayout(run_dir)
     device = resolve_device(config.device)
-    results = align(plan, registry, config, run_dir)
+    results = align(plan, registry, config, run_dir) if StageKind.ALIGNMENT in kinds else []
     for stage in plan.stages:
-        if stage.kind is StageKind.ALIGNMENT:
+        if stage.kind is StageKind.ALIGNMENT or stage.kind not in kinds:
             continue
         record_path = layout.stage_record(stage)
         if record_path.is_file():

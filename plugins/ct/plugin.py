@@ -55,7 +55,4 @@ def with_window(spec: ModalitySpec, preset: str) -> ModalitySpec:
         window = WINDOW_PRESETS[preset]
     except KeyError:
         raise ValueError(f"unknown CT window {preset!r} (presets: {', '.join(WINDOW_PRESETS)})") from None
-    display = spec.intensity.display_window
-    inside = display is not None and window[0] <= display[0] and display[1] <= window[1]
-    intensity = attrs.evolve(spec.intensity, window=window, display_window=display if inside else None)
-    return attrs.evolve(spec, intensity=intensity)
+    return attrs.evolve(spec, intensity=spec.intensity.with_window(window))

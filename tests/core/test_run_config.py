@@ -1,10 +1,12 @@
 """Run configs: defaults, YAML overrides, errors naming file and field, model options reaching the plugins."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from medm2g.core.errors import CheckpointError, ConfigError, PluginError
+from medm2g.core.imaging_io import window_to_model
 from medm2g.core.run_config import RunConfig, load_run_config, run_config_to_dict, structure_run_config, with_overrides
 
 
@@ -115,7 +117,7 @@ def test_a_grid_that_does_not_fit_or_names_no_modality_is_refused(installed, tmp
     unknown = structure_run_config({"grids": {"cta": {"image_size": [256, 256], "latent_shape": [4, 64, 64]}}})
     with pytest.raises(ConfigError, match="unknown modality 'cta' .did you mean 'ct'"):
         unknown.modalities(installed)
-    with pytest.raises(ConfigError, match=r"no such run config file \(presets shipped with medm2g: paper\)"):
+    with pytest.raises(ConfigError, match=r"no such run config file \(presets shipped with medm2g: ablation, demo, paper, quick\)"):
         load_run_config(tmp_path / "papers")
 
 
@@ -127,3 +129,18 @@ def test_medm2g_config_prints_a_preset_by_name_ready_to_load_back(capsys, tmp_pa
     assert "size: paper" in printed and "latent_shape:\n    - 4\n    - 64\n    - 64" in printed
     (tmp_path / "copy.yaml").write_text(printed)
     assert load_run_config(tmp_path / "copy.yaml") == load_run_config("paper")
+
+
+def test_a_grid_can_narrow_a_modality_s_intensity_window_and_only_where_units_are_absolute(installed):
+    config = structure_run_config({"grids": {"ct": {"intensity_window": [-100, 200]}}})
+    ct = config.modalities(installed)["ct"].spec
+    assert ct.intensity.window == (-100.0, 200.0)
+    assert ct.intensity.display_window == (-20.0, 100.0)  # still inside: kept
+    assert ct.image_size == installed["ct"].spec.image_size  # fields not given stay the plugin's
+    # 40 HU (grey matter) now maps to 2 * 140 / 300 - 1
+    assert window_to_model(np.array([40.0]), ct.intensity)[0] == pytest.approx(2 * 140 / 300 - 1)
+    narrow = structure_run_config({"grids": {"ct": {"intensity_window": [0, 80]}}}).modalities(installed)
+    assert narrow["ct"].spec.intensity.display_window is None  # (-20, 100) no longer fits
+    mri = structure_run_config({"grids": {"mri": {"intensity_window": [0, 100]}}})
+    with pytest.raises(ConfigError, match="grids: mri: intensity_window: mri has no absolute intensity unit"):
+        mri.modalities(installed)

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from medm2g.core.diffusion.schedule import DiffusionConfig, guided, sample, sampling_scheduler, training_scheduler
+from medm2g.core.diffusion.schedule import (
+    DiffusionConfig,
+    guided,
+    sample,
+    sampling_scheduler,
+    training_scheduler,
+    training_target,
+)
 from medm2g.core.errors import ConfigError
 
 
@@ -55,3 +62,16 @@ def test_guidance_extrapolates_from_the_null_condition():
     latents = torch.zeros(1, 2)
     assert torch.equal(guided(denoise, 2.0)(latents, 0), torch.full((1, 2), 5.0))  # 1 + 2 * (3 - 1)
     assert torch.equal(guided(denoise, 1.0)(latents, 0), torch.full((1, 2), 3.0))
+
+
+def test_the_training_target_is_the_noise_or_the_velocity_the_run_names():
+    latents, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    timesteps = torch.tensor([0, 500, 999])
+    epsilon = training_scheduler(DiffusionConfig())
+    assert torch.equal(training_target(epsilon, latents, noise, timesteps), noise)
+    velocity = training_scheduler(DiffusionConfig(prediction_type="v_prediction"))
+    alpha_bar = velocity.alphas_cumprod[timesteps].view(3, 1, 1, 1)
+    expected = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
+    torch.testing.assert_close(training_target(velocity, latents, noise, timesteps), expected)
+    with pytest.raises(ValueError, match="prediction_type"):
+        DiffusionConfig(prediction_type="x0")

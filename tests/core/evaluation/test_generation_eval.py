@@ -22,8 +22,9 @@ def test_eval_scores_every_ordered_pair_and_marks_the_never_paired(tiny_trained_
             assert set(scores) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l"}
             assert all(0 <= value <= 1 for value in scores.values())
         else:
-            assert set(scores) == {"psnr", "ssim", "ms_ssim"}
+            assert set(scores) == {"psnr", "ssim", "ms_ssim", "fid"}  # blobs are no phantom: no finding reader
             assert 0 < scores["psnr"] < 60 and -1 <= scores["ssim"] < 1 and 0 <= scores["ms_ssim"] < 1
+            assert scores["fid"] >= 0 and task["fid_features"] == f"FID[medm2g C_{task['target']}]"
     assert record["settings"]["command"].endswith("--subjects 4 --steps 2")
     assert (tiny_trained_run / "eval" / "generation.png").stat().st_size > 5000
     assert (tiny_trained_run / "eval" / "retrieval.json").is_file()

@@ -2,6 +2,7 @@
 
 import json
 
+import attrs
 import pytest
 import torch
 
@@ -71,6 +72,33 @@ def test_a_row_regenerated_alone_from_its_seed_equals_the_row_in_the_batch(train
     for first, second in zip(batch, again):
         torch.testing.assert_close(first.outputs["xray"], second.outputs["xray"], atol=1e-5, rtol=0)
     assert not torch.allclose(batch[0].outputs["xray"], batch[1].outputs["xray"])
+
+
+def test_a_condition_with_cross_guided_parts_guides_through_its_own_noised_latent(trained, installed, blob_cohort,
+                                                                                 monkeypatch):
+    condition = read_condition(f"text={REPORT}", installed)
+    generator = CrossGuidedGenerator(trained)
+    request = GenerationRequest(outputs=["xray", "ct"], conditions=[condition], seed=2)
+    assert generator.cross_conditioning(request) == "text"
+    seen = []
+    side = trained.cross_guided("text")
+
+    def guidance(latents, timesteps):
+        seen.append((tuple(latents.shape), int(timesteps[0])))
+        return type(side).guidance(side, latents, timesteps)
+
+    monkeypatch.setattr(side, "guidance", guidance)
+    guided = generator.generate(request)
+    steps = trained.config.diffusion.sampling_steps
+    assert len(seen) == 2 * 2 * steps  # two outputs, conditioned and null branch of guidance, every step
+    assert {shape for shape, _ in seen} == {(1, *installed["text"].spec.latent_shape)}
+    assert len({t for _, t in seen}) == steps  # noised afresh to each step's t
+    seen.clear()
+    prompt_only = generator.generate(attrs.evolve(request, cross_guided=False))
+    assert not seen
+    assert not torch.allclose(guided[0].outputs["xray"], prompt_only[0].outputs["xray"])
+    image = read_condition(f"xray={sorted((blob_cohort / 'subjects').glob('*/xray.png'))[0]}", installed)
+    assert generator.cross_conditioning(attrs.evolve(request, conditions=[condition, image])) is None  # mixed
 
 
 def test_joint_generation_guides_each_output_by_the_others_latents_never_its_own(trained, installed, monkeypatch):

@@ -12,7 +12,7 @@ import torch
 from medm2g.core.errors import DataError
 from medm2g.core.phantom.anatomy import TISSUES, SamplingGrid, random_subject
 from medm2g.core.phantom.cohort import generate_cohort
-from medm2g.core.phantom.overview import _load_mask
+from medm2g.core.phantom.overview import load_mask
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +62,16 @@ def test_the_lesion_is_at_the_same_place_in_ct_and_mri_and_on_the_reported_side(
         report = (folder / "text.txt").read_text()
         if finding["kind"] == "normal":
             assert "Normal brain" in report
-            assert not _load_mask(folder / "ct_lesion.nii.gz").any()
+            assert not load_mask(folder / "ct_lesion.nii.gz").any()
             continue
-        ct_mask, mri_mask = _load_mask(folder / "ct_lesion.nii.gz"), _load_mask(folder / "mri_lesion.nii.gz")
+        ct_mask, mri_mask = load_mask(folder / "ct_lesion.nii.gz"), load_mask(folder / "mri_lesion.nii.gz")
         assert ct_mask.any() and np.array_equal(ct_mask, mri_mask)
         assert f"{finding['side']} {finding['region']} lobe" in report
         assert f"{round(finding['diameter_mm'])} mm" in report
         # radiological view: the patient's left is on the image's right half
         column = np.argwhere(ct_mask)[:, 2].mean()
         assert (column > ct_mask.shape[2] / 2) == (finding["side"] == "left")
-        xray_mask = _load_mask(folder / "xray_lesion.png")
+        xray_mask = load_mask(folder / "xray_lesion.png")
         if xray_mask.any():
             assert (np.argwhere(xray_mask)[:, 1].mean() > xray_mask.shape[1] / 2) == (finding["side"] == "left")
         # the lesion is visible: its mean differs from the rest of the brain on T2 (oedema) or CT

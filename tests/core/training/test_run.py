@@ -27,4 +27,4 @@ def test_an_edited_graph_is_not_mistaken_for_the_shipped_one(installed, tmp_path
     edited.write_text((shipped_graphs_dir() / "medm2g.yaml").read_text().replace("text-ct.csv", "mine.csv"))
     graph = load_pair_graph(edited, installed=installed)
     assert not is_shipped_graph(graph)
-    assert with_default_data(graph, RunLayout(tmp_path / "run"), installed, seed=0) is graph
+    assert with_default_data(graph, RunLayout(tmp_path / "run"), installed, seed=0, subjects=6) is graph

@@ -1,0 +1,1 @@
+"""``medm2g demo``: the main job end to end, the folder a newcomer opens first."""

@@ -1,0 +1,44 @@
+"""The whole evaluation of a trained run, as ``medm2g eval`` and ``medm2g demo`` run it.
+
+Held-out retrieval between every pair of modalities (the alignment), then every
+generation task scored against the same subjects' truth; everything lands in
+``RUN/eval`` as JSON, Markdown and pictures, with the settings and command that made it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from medm2g.core.evaluation.generation_eval import TaskScore, evaluate_generation, write_generation_scores
+from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.manifest import Manifest
+from medm2g.core.retrieval import RetrievalRow
+from medm2g.core.training.alignment import evaluate_alignment, evaluation_manifest
+from medm2g.core.training.run import load_run_plan
+
+
+@attrs.frozen
+class RunEvaluation:
+    retrieval: list[RetrievalRow]
+    generation: list[TaskScore]
+    settings: dict
+    manifest: Manifest
+    written: dict[str, Path]
+
+
+def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: int = 16, steps: int | None = None,
+                 seed: int = 0, command: str = "", fid_features: str | None = None,
+                 folder: Path | None = None) -> RunEvaluation:
+    """Score ``run`` on the graph's held-out manifest (or ``manifest_path``) and write RUN/eval (or
+    ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders)."""
+    plan = load_run_plan(run.layout, run.registry)
+    manifest = evaluation_manifest(plan, run.registry, manifest_path)
+    retrieval = evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
+    scores = evaluate_generation(run, plan, manifest, subjects=subjects, steps=steps, seed=seed,
+                                 fid_features=fid_features)
+    settings = {"manifest": str(manifest.path), "subjects": subjects, "steps": steps, "seed": seed,
+                "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)", "command": command}
+    written = write_generation_scores(scores, run.registry, folder or run.layout.eval_dir, settings)
+    return RunEvaluation(retrieval, scores, settings, manifest, written)
