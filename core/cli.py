@@ -198,7 +198,7 @@ def _command_generate(args: argparse.Namespace) -> int:
     try:
         request = GenerationRequest(outputs=args.to, conditions=conditions, samples_per_condition=args.n,
                                     seed=args.seed, joint=args.joint, steps=args.steps, guidance_scale=args.guidance,
-                                    batch_size=args.batch_size)
+                                    batch_size=args.batch_size, cross_guided=not args.prompt_only)
     except ValueError as error:  # the request's validators name the option: "samples_per_condition must be ..."
         raise ConfigError(f"generate: {error}") from None
     for modality in request.outputs:  # a bad --format is refused before minutes of sampling, not after
@@ -206,8 +206,10 @@ def _command_generate(args: argparse.Namespace) -> int:
     backend = generation_backend(args.backend, run)
     samples = backend.generate(request)
     command = shlex.join(["medm2g", *args.argv])
+    through = getattr(backend, "cross_conditioning", lambda _request: None)(request)
     record = write_generation(args.out, request, samples, registry, model=f"medm2g run {run.layout.root.resolve()}",
-                              backend=args.backend, command=command, image_format=args.format)
+                              backend=args.backend, command=command, image_format=args.format,
+                              details={"latent_cross_guidance_from": through})
     for row in record["rows"]:
         texts = row.get("text", {})
         shown = ", ".join(f"{m}: {texts[m]!r}" if m in texts else f"{m} -> {path}" for m, path in row["files"].items())
@@ -357,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--format", help="file type for imaging outputs: png, nii.gz, dcm or npy "
                                            "(default: png for images, nii.gz for volumes)")
     generate.add_argument("--batch-size", type=int, default=8, help="rows sampled at once (default 8)")
+    generate.add_argument("--prompt-only", action="store_true",
+                          help="condition on the prompt embedding alone, not also on the condition's latent through "
+                               "the rounds' cross-guidance (the default where the run has it)")
     generate.add_argument("--backend", default="medm2g", help="generation backend (default: medm2g)")
     generate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
     generate.set_defaults(run=_command_generate)
@@ -368,9 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subjects", type=int, default=16, help="held-out subjects per task (default 16)")
     evaluate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50)")
     evaluate.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    evaluate.add_argument("--fid-features", metavar="timm:ARCH:WEIGHTS.safetensors",
-                          help="FID on this timm network with local weights (default: the run's aligned encoder "
-                               "of each target modality, labelled as such; never Inception)")
+    evaluate.add_argument("--fid-features", metavar="timm:ARCH:WEIGHTS.safetensors | run:RUN",
+                          help="FID on this timm network with local weights, or on another run's aligned encoders "
+                               "(default: this run's aligned encoder of each target modality, labelled as such; "
+                               "never Inception)")
     evaluate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
     evaluate.set_defaults(run=_command_eval)
 
@@ -393,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--out", type=Path, required=True, help="folder for the four runs and the table (resumable)")
     ablate.add_argument("--graph", default="medm2g.yaml", help="pair graph (default: the paper's, shipped with medm2g)")
     ablate.add_argument("--config", type=Path, help="base run config (default: the `ablation` preset)")
-    ablate.add_argument("--subjects", type=int, default=16, help="held-out subjects per task (default 16)")
+    ablate.add_argument("--subjects", type=int, default=12, help="held-out subjects per task (default 12)")
     ablate.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
     ablate.add_argument("--translation", default="mri->ct",
                         help="image translation to compare with baselines, SOURCE->TARGET (default mri->ct; '' for none)")

@@ -95,8 +95,11 @@ def run_ablation(graph_path: Path, registry: ModalityRegistry, base: RunConfig, 
         for cross_guided in (False, True):
             train(plan, modalities, config, layout.root, kinds=set(StageKind) if cross_guided else BEFORE_ROUNDS)
             run = TrainedRun.open(layout.root, registry, device=config.device)
+            # FID on one yardstick for every row: the full method's aligned encoders (each row's own
+            # would measure with a different ruler, and an untrained one reads everything as alike)
             evaluation = evaluate_run(run, subjects=subjects, steps=steps, seed=config.seed, command=command,
-                                      folder=layout.root / ("eval" if cross_guided else "eval-without-lcag"))
+                                      folder=layout.root / ("eval" if cross_guided else "eval-without-lcag"),
+                                      fid_features=f"run:{first.root}", cross_guided=cross_guided)
             kinds = {StageKind.ALIGNMENT, StageKind.LDM} | ({StageKind.CROSS_GUIDED} if cross_guided else set())
             weights = ([layout.encoder(m) for m in run.conditionable()]
                        + [p for m in run.generatable() for p in (layout.vae(m), layout.denoiser(m))])
@@ -113,7 +116,7 @@ def run_ablation(graph_path: Path, registry: ModalityRegistry, base: RunConfig, 
             if translation and variant is ENCODER_VARIANTS[0]:
                 source, target = translation
                 for entry in compare_translation(run, plan, evaluation.manifest, source, target, out / "baselines",
-                                                 subjects, steps, config.seed):
+                                                 subjects, steps, config.seed, cross_guided=cross_guided):
                     if cross_guided or entry["model"].startswith("medm2g"):
                         entry["model"] += "" if cross_guided else ", before the rounds (LCAG-)"
                         comparison.append(entry)

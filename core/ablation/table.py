@@ -102,7 +102,7 @@ def write_ablation(out: Path, rows: list[dict], comparison: list[dict], translat
             f"{settings['seconds_total'] / 60:.1f} min in all.", "",
             "Training seconds are the alignment, LDM and (LCAG rows) round stages of the row; parameters are "
             "everything generation uses, with what the rounds add in brackets (CA and VI are losses: they add "
-            "none). FID is on medm2g's aligned C_M features, not Inception. `finding` and `side` are "
+            "none). FID is on the full method's (first row's run) aligned C_M features for every row, not Inception. `finding` and `side` are "
             "clinical correctness (the phantom's truth).", "",
             format_ablation(rows)]
     if comparison:

@@ -28,7 +28,8 @@ from medm2g.core.manifest import Manifest
 
 
 def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, source: str, target: str,
-                        folder: Path, subjects: int, steps: int | None, seed: int) -> list[dict]:
+                        folder: Path, subjects: int, steps: int | None, seed: int,
+                        fid_features: str | None = None, cross_guided: bool = True) -> list[dict]:
     """Score medm2g and the baselines on ``source`` -> ``target``; one dict per row."""
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
     records = held_out_subjects(manifest, modalities, run.registry, subjects)
@@ -36,7 +37,7 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     sources = [r[source] for r in records]
     reader = finding_readers(plan, run.registry, [target]).get(target)
     findings = held_out_findings(manifest, [r["subject_id"] for r in records], run.registry)
-    network, label = fid_network(run, target, None)
+    network, label = fid_network(run, target, fid_features)
     generator = CrossGuidedGenerator(run)
     ldm = run.config.ldm
     rows = []
@@ -47,7 +48,8 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
                      "training": training, "subjects": len(generated), "fid_features": label})
 
     conditions = [Condition(source, s, f"{source} {r['subject_id']}") for s, r in zip(sources, records)]
-    request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16)
+    request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16,
+                                cross_guided=cross_guided)
     cross = generator.cross_conditioning(request) if target in run.jointly_generatable() else None
     started = time.perf_counter()
     generated = [sample.outputs[target] for sample in generator.generate(request)]

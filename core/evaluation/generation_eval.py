@@ -120,17 +120,23 @@ def finding_readers(plan: TrainingPlan, registry, targets: Sequence[str]) -> dic
 
 def fid_network(run: TrainedRun, target: str, spec: str | None) -> tuple[FeatureNetwork, str]:
     """The feature network FID of ``target`` images is computed on, and its label: the run's aligned
-    encoder C_target unless ``spec`` names a timm network with local weights."""
+    encoder C_target, unless ``spec`` names another run's (``run:PATH``: one yardstick for several
+    runs, as an ablation needs) or a timm network with local weights (``timm:ARCH:FILE``)."""
     if spec is None:
         return run.encoder(target), f"FID[medm2g C_{target}]"
+    if spec.startswith("run:"):
+        other = TrainedRun.open(spec[len("run:"):], run.registry, device=str(run.device))
+        return other.encoder(target), f"FID[medm2g C_{target} of {other.layout.root.name}]"
     network, label = timm_feature_network(spec, run.registry[target].spec.channels)
     return network.to(run.device), label
 
 
 def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, subjects: int = 16,
-                        steps: int | None = None, seed: int = 0, fid_features: str | None = None) -> list[TaskScore]:
+                        steps: int | None = None, seed: int = 0, fid_features: str | None = None,
+                        cross_guided: bool = True) -> list[TaskScore]:
     """Scores for every (condition, output) modality pair the run and the plan have, in sorted order.
-    ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row."""
+    ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row.
+    ``cross_guided=False`` conditions on prompt embeddings alone even where the run has round parts."""
     if subjects < 1:
         raise ConfigError(f"eval: --subjects must be at least 1, got {subjects}")
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
@@ -148,7 +154,8 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
         for target in targets:
             if target == source:
                 continue
-            request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16)
+            request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16,
+                                        cross_guided=cross_guided)
             generated = [sample.outputs[target] for sample in generator.generate(request)]
             truth = [r[target] for r in records]
             network, label = networks.get(target, (None, None))

@@ -30,15 +30,16 @@ class RunEvaluation:
 
 def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: int = 16, steps: int | None = None,
                  seed: int = 0, command: str = "", fid_features: str | None = None,
-                 folder: Path | None = None) -> RunEvaluation:
+                 folder: Path | None = None, cross_guided: bool = True) -> RunEvaluation:
     """Score ``run`` on the graph's held-out manifest (or ``manifest_path``) and write RUN/eval (or
     ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders)."""
     plan = load_run_plan(run.layout, run.registry)
     manifest = evaluation_manifest(plan, run.registry, manifest_path)
     retrieval = evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
     scores = evaluate_generation(run, plan, manifest, subjects=subjects, steps=steps, seed=seed,
-                                 fid_features=fid_features)
+                                 fid_features=fid_features, cross_guided=cross_guided)
     settings = {"manifest": str(manifest.path), "subjects": subjects, "steps": steps, "seed": seed,
-                "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)", "command": command}
+                "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)",
+                "cross_guided": cross_guided, "command": command}
     written = write_generation_scores(scores, run.registry, folder or run.layout.eval_dir, settings)
     return RunEvaluation(retrieval, scores, settings, manifest, written)

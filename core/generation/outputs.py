@@ -50,8 +50,9 @@ def _source(request: GenerationRequest, sample: GeneratedSample) -> str:
 
 def write_generation(out: Path, request: GenerationRequest, samples: Sequence[GeneratedSample],
                      registry: ModalityRegistry, model: str, backend: str, command: str,
-                     image_format: str | None = None) -> dict:
-    """Write every sample, ``generation.json`` and ``grid.png``; returns the record written."""
+                     image_format: str | None = None, details: dict | None = None) -> dict:
+    """Write every sample, ``generation.json`` and ``grid.png``; returns the record written.
+    ``details`` (what the backend did beyond the request) is recorded as given."""
     out = Path(out)
     suffixes = {m: output_suffix(registry, m, image_format) for m in request.outputs}
     rows = []
@@ -72,7 +73,7 @@ def write_generation(out: Path, request: GenerationRequest, samples: Sequence[Ge
         "conditions": [c.description for c in request.conditions],
         "samples_per_condition": request.samples_per_condition, "seed": request.seed,
         "steps": request.steps, "guidance_scale": request.guidance_scale,
-        "rows": rows, "grid": "grid.png",
+        "rows": rows, "grid": "grid.png", **(details or {}),
     }
     draw_grid(out / "grid.png", request, samples, registry)
     write_json(out / "generation.json", record)

@@ -158,12 +158,15 @@ def fit_reader(manifests: Sequence[Manifest], modality: str, registry: ModalityR
                 break
             path = manifest.resolve(record.values[modality])
             finding, mask_path = subject_finding(path), _mask_path(path, modality)
-            if finding is None or not mask_path.is_file():
+            if finding is None or not (mask_path.is_file() or finding.is_normal):
                 return None
             sample = _key_plane(registry[modality].read(path), record, spec.kind)
-            mask = torch.from_numpy(np.asarray(load_mask(mask_path)))
-            mask = mask if mask.dim() == 2 else mask[record.slice_index if record.slice_index is not None
-                                                     else mask.shape[0] // 2]
+            if not mask_path.is_file():  # a plugin may write no mask for a normal subject
+                mask = torch.zeros(sample.shape[-2:], dtype=torch.bool)
+            else:
+                mask = torch.from_numpy(np.asarray(load_mask(mask_path)))
+                mask = mask if mask.dim() == 2 else mask[record.slice_index if record.slice_index is not None
+                                                         else mask.shape[0] // 2]
             if mask.shape != sample.shape[-2:]:  # the run's grid differs from the phantom's
                 mask = F.interpolate(mask[None, None].float(), size=tuple(sample.shape[-2:]), mode="nearest")[0, 0] > 0
             images.append(sample)

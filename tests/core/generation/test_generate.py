@@ -35,8 +35,12 @@ def test_text_to_images_writes_files_with_provenance_a_record_and_a_grid(tiny_tr
     assert inspected.synthetic and inspected.provenance.seed == 7
     assert "left frontal" in inspected.provenance.source
     assert record["joint"] is False and record["outputs"] == ["xray", "ct"]
+    assert record["latent_cross_guidance_from"] == "text"  # the run has rounds: the report's latent guides
     assert (out / "grid.png").stat().st_size > 5000
     assert "row 1 (seed 8)" in capsys.readouterr().out
+    assert main(["generate", str(tiny_trained_run), "--from", f"text={REPORT}", "--to", "xray", "--prompt-only",
+                 "--out", str(tmp_path / "prompt")]) == 0
+    assert json.loads((tmp_path / "prompt" / "generation.json").read_text())["latent_cross_guidance_from"] is None
 
 
 def test_image_to_text_decodes_a_report_with_its_provenance_beside_it(tiny_trained_run, blob_cohort, tmp_path):
