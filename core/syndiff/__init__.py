@@ -1,0 +1,1 @@
+"""SynDiff-style adversarial diffusion for unpaired image-to-image translation (issue #8)."""
