@@ -18,6 +18,11 @@ from medm2g.core.manifest import Manifest, ManifestRecord, is_inline_text
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 
+def key_slice(record: ManifestRecord, depth: int) -> int:
+    """The slice of a ``depth``-slice volume a record stands for: its ``slice``, else the middle one."""
+    return record.slice_index if record.slice_index is not None else depth // 2
+
+
 class PairedDataset(Dataset):
     """``dataset[i]`` is ``{"subject_id": str, modality: sample, ...}`` for the modalities asked."""
 
@@ -44,7 +49,7 @@ class PairedDataset(Dataset):
         spec = self.registry[modality].spec
         sample = self.registry[modality].read(self.manifest.resolve(value))
         if spec.kind is ModalityKind.VOLUME:
-            index = record.slice_index if record.slice_index is not None else sample.shape[0] // 2
+            index = key_slice(record, sample.shape[0])
             if not 0 <= index < sample.shape[0]:
                 raise DataError(f"{self.manifest.path}: row {record.row}: slice {index} outside the "
                                 f"{sample.shape[0]} slices of {value}")

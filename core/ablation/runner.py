@@ -26,6 +26,7 @@ from safetensors import safe_open
 from medm2g.core.ablation.table import write_ablation
 from medm2g.core.ablation.variants import ENCODER_VARIANTS, AblationRow
 from medm2g.core.baselines.comparison import compare_translation
+from medm2g.core.checkpoints import read_json
 from medm2g.core.evaluation.run_eval import evaluate_run
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph_engine import StageKind, TrainingPlan
@@ -67,8 +68,6 @@ def parameter_count(paths: list[Path]) -> int:
 
 
 def _stage_seconds(layout: RunLayout, plan: TrainingPlan, kinds: set[StageKind]) -> float:
-    from medm2g.core.checkpoints import read_json
-
     return sum(read_json(layout.stage_record(s)).get("seconds_this_session", 0.0)
                for s in plan.stages if s.kind in kinds and layout.stage_record(s).is_file())
 

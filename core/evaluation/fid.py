@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medm2g.core.errors import CheckpointError, ConfigError
+from medm2g.core.retrieval import embed
 
 FeatureNetwork = Callable[[torch.Tensor], torch.Tensor]
 """(B, C, H, W) images in model space -> (B, D) features."""
@@ -44,13 +45,9 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def features(network: FeatureNetwork, images: Sequence[torch.Tensor], device: torch.device,
-             batch_size: int = 32) -> np.ndarray:
-    rows = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.stack(list(images[start:start + batch_size])).float().to(device)
-        rows.append(network(batch).flatten(1).double().cpu())
-    return torch.cat(rows).numpy()
+def features(network: FeatureNetwork, images: Sequence[torch.Tensor], device: torch.device) -> np.ndarray:
+    """(N, D) float64 features of ``images`` (batched as retrieval embeds them)."""
+    return embed(network, list(images), device, batch_size=32).flatten(1).double().numpy()
 
 
 def timm_feature_network(spec: str, channels: int) -> tuple[FeatureNetwork, str]:

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medm2g.core.manifest import Manifest, ManifestRecord
+from medm2g.core.manifest import Manifest
+from medm2g.core.paired_dataset import PairedDataset, key_slice
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.overview import load_mask
 from medm2g.core.phantom.report_findings import agreement
-from medm2g.registry import ModalityKind, ModalityRegistry
+from medm2g.registry import ModalityRegistry
 
 SMOOTHING_PX = 1.5
 """Gaussian sigma of the asymmetry map: lesions are 7-13 pixels across on the 64-pixel grid."""
@@ -139,34 +140,27 @@ class ImageFindingReader:
         return side, region
 
 
-def _key_plane(sample: torch.Tensor, record: ManifestRecord, kind: ModalityKind) -> torch.Tensor:
-    if kind is not ModalityKind.VOLUME:
-        return sample
-    index = record.slice_index if record.slice_index is not None else sample.shape[0] // 2
-    return sample[index]
-
-
 def fit_reader(manifests: Sequence[Manifest], modality: str, registry: ModalityRegistry,
                limit: int = 200) -> ImageFindingReader | None:
     """A reader fitted on up to ``limit`` training records of ``modality`` across ``manifests``,
     or None when the data are not a phantom cohort (no finding or lesion mask beside the images)."""
-    spec = registry[modality].spec
     images, masks, findings = [], [], []
     for manifest in manifests:
-        for record in manifest.having(modality, split="train"):
+        records = manifest.having(modality, split="train")
+        reader = PairedDataset(manifest, [modality], registry, split=None) if records else None
+        for record in records:
             if len(images) >= limit:
                 break
             path = manifest.resolve(record.values[modality])
             finding, mask_path = subject_finding(path), _mask_path(path, modality)
             if finding is None or not (mask_path.is_file() or finding.is_normal):
                 return None
-            sample = _key_plane(registry[modality].read(path), record, spec.kind)
+            sample = reader.load(record, modality)  # the key slice of a volume, as training sees it
             if not mask_path.is_file():  # a plugin may write no mask for a normal subject
                 mask = torch.zeros(sample.shape[-2:], dtype=torch.bool)
             else:
                 mask = torch.from_numpy(np.asarray(load_mask(mask_path)))
-                mask = mask if mask.dim() == 2 else mask[record.slice_index if record.slice_index is not None
-                                                         else mask.shape[0] // 2]
+                mask = mask if mask.dim() == 2 else mask[key_slice(record, mask.shape[0])]
             if mask.shape != sample.shape[-2:]:  # the run's grid differs from the phantom's
                 mask = F.interpolate(mask[None, None].float(), size=tuple(sample.shape[-2:]), mode="nearest")[0, 0] > 0
             images.append(sample)

@@ -6,29 +6,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-TINY_DEMO = """\
-size: tiny
-embed_dim: 32
+DEMO_ADDITIONS = """\
 phantom_subjects: 40
-alignment: {steps: 3, batch_size: 8}
-vae: {steps: 3, text_steps: 3, batch_size: 8}
-ldm: {steps: 3, text_steps: 3, batch_size: 8}
-cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}
-diffusion: {sampling_steps: 4}
 grids:
   ct: {intensity_window: [-100, 200]}
 """
+"""Beside the suite's tiny run config: a small phantom cohort and the demo's CT window."""
 TASKS = {"text-to-xray", "text-to-ct", "text-to-mri", "xray-to-text", "ct-to-text", "mri-to-text", "mri-to-ct",
          "text-to-xray-ct-mri-joint"}
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, tiny_run_config):
     from medm2g.core.cli import main
 
     folder = tmp_path_factory.mktemp("demo")
     config = folder / "tiny.yaml"
-    config.write_text(TINY_DEMO)
+    config.write_text(tiny_run_config + DEMO_ADDITIONS)
     out = folder / "demo"
     assert main(["demo", "--out", str(out), "--config", str(config), "--subjects", "4", "--device", "cpu"]) == 0
     return out
