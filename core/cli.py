@@ -181,12 +181,13 @@ def _command_train(args: argparse.Namespace) -> int:
 
     registry, config, plan = _prepared_run(args)
     _print_stages(train(plan, registry, config, args.out), index_width=2, loss_digits=4)
-    print(f"trained models in {args.out / 'models'} and {args.out / 'encoders'}; records and loss curves in {args.out / 'stages'}")
+    encoders = f" and {args.out / 'encoders'}" if (args.out / "encoders").is_dir() else ""
+    print(f"trained models in {args.out / 'models'}{encoders}; records and loss curves in {args.out / 'stages'}")
     return 0
 
 
 def _command_generate(args: argparse.Namespace) -> int:
-    from medm2g.core.generation.backends import GenerationRequest, generation_backend
+    from medm2g.core.generation.backends import GenerationRequest, default_backend, generation_backend
     from medm2g.core.generation.conditions import read_condition
     from medm2g.core.generation.outputs import output_suffix, write_generation
     from medm2g.core.generation.trained_run import TrainedRun
@@ -203,13 +204,13 @@ def _command_generate(args: argparse.Namespace) -> int:
         raise ConfigError(f"generate: {error}") from None
     for modality in request.outputs:  # a bad --format is refused before minutes of sampling, not after
         output_suffix(registry, modality, args.format)
-    backend = generation_backend(args.backend, run)
+    backend_name = args.backend or default_backend(run, request)
+    backend = generation_backend(backend_name, run)
     samples = backend.generate(request)
     command = shlex.join(["medm2g", *args.argv])
-    through = getattr(backend, "cross_conditioning", lambda _request: None)(request)
     record = write_generation(args.out, request, samples, registry, model=f"medm2g run {run.layout.root.resolve()}",
-                              backend=args.backend, command=command, image_format=args.format,
-                              details={"latent_cross_guidance_from": through})
+                              backend=backend_name, command=command, image_format=args.format,
+                              details=backend.describe(request))
     for row in record["rows"]:
         texts = row.get("text", {})
         shown = ", ".join(f"{m}: {texts[m]!r}" if m in texts else f"{m} -> {path}" for m, path in row["files"].items())
@@ -228,13 +229,14 @@ def _command_eval(args: argparse.Namespace) -> int:
     run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
     result = evaluate_run(run, args.manifest, subjects=args.subjects, steps=args.steps, seed=args.seed,
                           command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features)
-    print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
-    print(format_retrieval(result.retrieval))
-    print(f"\ngeneration against the held-out truth ({result.generation[0].subjects if result.generation else 0} subjects):")
+    if result.retrieval:
+        print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
+        print(format_retrieval(result.retrieval) + "\n")
+    print(f"generation against the held-out truth ({result.generation[0].subjects if result.generation else 0} subjects):")
     print(format_generation_scores(result.generation))
     written = result.written
-    print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name} and retrieval.* "
-          f"in {run.layout.eval_dir}")
+    print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name}"
+          f"{' and retrieval.*' if result.retrieval else ''} in {written['json'].parent}")
     return 0
 
 
@@ -353,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, required=True, help="folder for the samples, generation.json and grid.png")
     generate.add_argument("-n", type=int, default=1, help="samples per condition (default 1)")
     generate.add_argument("--seed", type=int, default=0, help="row i uses seed+i (default 0)")
-    generate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50)")
+    generate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50; syndiff: its 4)")
     generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's, 2.0)")
     generate.add_argument("--slice", type=int, help="which slice of a volume condition (default: the middle one)")
     generate.add_argument("--format", help="file type for imaging outputs: png, nii.gz, dcm or npy "
@@ -362,7 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--prompt-only", action="store_true",
                           help="condition on the prompt embedding alone, not also on the condition's latent through "
                                "the rounds' cross-guidance (the default where the run has it)")
-    generate.add_argument("--backend", default="medm2g", help="generation backend (default: medm2g)")
+    generate.add_argument("--backend",
+                          help="generation backend (default: medm2g where the run can, else the run's trained "
+                               "translation edge for --from and --to, e.g. syndiff)")
     generate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
     generate.set_defaults(run=_command_generate)
 

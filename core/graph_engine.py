@@ -45,6 +45,7 @@ class Part(str, enum.Enum):
     CROSS_GUIDANCE = "cross_guidance"  # the added sub-layer attending to V_B (eq. 6, theta_c)
     CONTEXT_ENCODER = "context_encoder"  # V_M, section 3.4
     ADAPTATION = "adaptation"  # f_M, eq. 5
+    ADVERSARIAL_DIFFUSION = "adversarial_diffusion"  # a translation pair's SynDiff networks, owned by the pair
 
 
 CROSS_GUIDED_PARTS = (Part.CONTEXT_ENCODER, Part.ADAPTATION, Part.CROSS_GUIDANCE)
@@ -56,7 +57,9 @@ PRETRAINED_PARTS = (Part.PROMPT_ENCODER, Part.VAE, Part.BACKBONE, Part.CONDITION
 
 @attrs.frozen(order=True)
 class ParamGroup:
-    """One named group of parameters, e.g. ``ct.context_encoder``."""
+    """One named group of parameters, e.g. ``ct.context_encoder``. ``modality`` is the owner: a
+    modality, or for what a translation edge trains (both directions of one SynDiff), the pair's
+    label (``mri-ct.adversarial_diffusion``)."""
 
     modality: str
     part: Part
@@ -70,6 +73,7 @@ class StageKind(str, enum.Enum):
     VAE = "vae"
     LDM = "ldm"  # single-modality latent diffusion, section 3.4 "we first train the individual LDM"
     CROSS_GUIDED = "cross_guided"  # a multi-flow round, section 3.5, eq. 6
+    ADVERSARIAL_DIFFUSION = "adversarial_diffusion"  # a syndiff edge: SynDiff translating a <-> b (issue #8)
 
 
 @attrs.frozen
@@ -106,12 +110,14 @@ class AlignmentEdge:
 
 @attrs.frozen
 class GenerationTask:
-    """Generating ``target`` from ``source``; ``paired_in_training`` says whether data of that pair existed."""
+    """Generating ``target`` from ``source``; ``paired_in_training`` says whether data of that pair existed.
+    ``backend`` is the generation backend that does it (``medm2g``, or ``syndiff`` for a translation edge)."""
 
     source: str
     target: str
     paired_in_training: bool
     path: tuple[str, ...]  # the chain of star edges linking the two
+    backend: str = "medm2g"
 
 
 @attrs.frozen
@@ -131,9 +137,12 @@ class CostReport:
 
 @attrs.frozen
 class TrainingPlan:
+    """``center`` is None only for a graph whose every pair trains a translation backend: then
+    there is no alignment star, and no medm2g stage at all."""
+
     graph: PairGraph
-    center: str
-    center_chosen_by: str  # "graph" or "most paired neighbours"
+    center: str | None
+    center_chosen_by: str  # "graph", "most paired neighbours" or "no medm2g pairs"
     star: tuple[AlignmentEdge, ...]
     stages: tuple[Stage, ...]
     unused_pairs: tuple[PairEdge, ...]
@@ -148,12 +157,31 @@ class TrainingPlan:
     def rounds(self) -> tuple[Stage, ...]:
         return self.stages_of(StageKind.CROSS_GUIDED)
 
+    @property
+    def aligned(self) -> tuple[str, ...]:
+        """The modalities in the aligned space (the centre, then the star in alignment order)."""
+        return () if self.center is None else (self.center, *(edge.modality for edge in self.star))
+
+    @property
+    def translation_edges(self) -> tuple[PairEdge, ...]:
+        return tuple(edge for edge in self.graph.pairs if edge.is_translation)
+
+
+def medm2g_modalities(graph: PairGraph) -> tuple[str, ...]:
+    """The modalities medm2g's own stages cover: every listed one but those whose every pair trains
+    a translation backend (a modality in no pair at all stays, so a stranded one is still reported)."""
+    def translation_only(name: str) -> bool:
+        edges = [edge for edge in graph.pairs if name in (edge.a, edge.b)]
+        return bool(edges) and all(edge.is_translation for edge in edges)
+
+    return tuple(name for name in graph.modalities if not translation_only(name))
+
 
 def _paired_adjacency(graph: PairGraph) -> dict[str, dict[str, PairEdge]]:
     """Neighbours through paired data, each neighbour dict in the order the pairs are listed."""
     adjacency: dict[str, dict[str, PairEdge]] = {name: {} for name in graph.modalities}
     for edge in graph.pairs:
-        if edge.paired and edge.a != edge.b:
+        if edge.paired and edge.a != edge.b and not edge.is_translation:
             adjacency[edge.a][edge.b] = edge
             adjacency[edge.b][edge.a] = edge
     return adjacency
@@ -170,24 +198,32 @@ def _hops_from(start: str, adjacency: dict[str, dict[str, PairEdge]]) -> dict[st
     return hops
 
 
-def choose_center(graph: PairGraph) -> tuple[str, str]:
-    """The given centre, or the modality with the most paired neighbours.
+def choose_center(graph: PairGraph) -> tuple[str | None, str]:
+    """The given centre, or the modality with the most paired neighbours (None when every pair of
+    the graph trains a translation backend).
 
     Ties go to the modality closest to all others (fewest total hops), then to the
     one listed first in ``modalities``.
     """
+    candidates = medm2g_modalities(graph)
     if graph.center is not None:
+        if graph.center not in candidates:
+            raise GraphError(f"{graph.source}: center: {graph.center!r} has only translation pairs "
+                             f"(backend {', '.join(sorted({e.backend for e in graph.pairs if e.is_translation}))}); "
+                             f"the centre must be one of {', '.join(candidates) or 'the modalities of a medm2g pair'}")
         return graph.center, "graph"
+    if not candidates:
+        return None, "no medm2g pairs"
     adjacency = _paired_adjacency(graph)
 
     listed = {name: index for index, name in enumerate(graph.modalities)}
 
     def rank(name: str) -> tuple[int, int, int]:
         hops = _hops_from(name, adjacency)
-        unreachable_penalty = (len(graph.modalities) - len(hops)) * len(graph.modalities) ** 2
+        unreachable_penalty = (len(candidates) - len(hops)) * len(candidates) ** 2
         return (-len(adjacency[name]), sum(hops.values()) + unreachable_penalty, listed[name])
 
-    return min(graph.modalities, key=rank), "most paired neighbours"
+    return min(candidates, key=rank), "most paired neighbours"
 
 
 def build_star(graph: PairGraph, center: str) -> tuple[AlignmentEdge, ...]:
@@ -198,7 +234,7 @@ def build_star(graph: PairGraph, center: str) -> tuple[AlignmentEdge, ...]:
     parent's alignment, then of their pair in the graph.
     """
     adjacency = _paired_adjacency(graph)
-    pair_rank = {edge.key: index for index, edge in enumerate(graph.pairs)}
+    pair_rank = {edge.key: index for index, edge in enumerate(graph.pairs) if not edge.is_translation}
     order = {center: 0}
     hops = {center: 0}
     star: list[AlignmentEdge] = []
@@ -223,7 +259,7 @@ def build_star(graph: PairGraph, center: str) -> tuple[AlignmentEdge, ...]:
 
 
 def _check_connected(graph: PairGraph, center: str, reached: set[str], adjacency) -> None:
-    stranded = [name for name in graph.modalities if name not in reached]
+    stranded = [name for name in medm2g_modalities(graph) if name not in reached]
     if not stranded:
         return
     unpaired = sorted(
@@ -242,7 +278,7 @@ def _check_connected(graph: PairGraph, center: str, reached: set[str], adjacency
 def _datasets_with(graph: PairGraph, modality: str) -> tuple[str, ...]:
     found: list[str] = []
     for edge in sorted(graph.pairs, key=lambda e: e.label):
-        if modality in (edge.a, edge.b):
+        if modality in (edge.a, edge.b) and not edge.is_translation:
             found.extend(d for d in edge.dataset if d not in found)
     return tuple(found)
 
@@ -256,9 +292,10 @@ def _imaging_filter(imaging: set[str], names: Iterable[str]) -> tuple[str, ...]:
 
 
 def plan_stages(
-    graph: PairGraph, center: str, star: tuple[AlignmentEdge, ...], imaging: set[str] | None = None
+    graph: PairGraph, center: str | None, star: tuple[AlignmentEdge, ...], imaging: set[str] | None = None
 ) -> tuple[Stage, ...]:
-    """Alignment stages, VAEs, single-modality LDMs, then the multi-flow rounds.
+    """Alignment stages, VAEs, single-modality LDMs, the multi-flow rounds, then one stage per
+    translation edge (SynDiff trains on its own, from nothing the other stages make).
 
     ``imaging`` names the imaging modalities (those that get the visual invariant);
     ``None`` treats every modality but the centre as imaging, which is right for the
@@ -271,6 +308,23 @@ def plan_stages(
     def add(kind: StageKind, modalities, datasets, trains, frozen, visual_invariant=()) -> None:
         stages.append(Stage(len(stages) + 1, kind, tuple(modalities), tuple(datasets), tuple(trains),
                             tuple(sorted(frozen)), tuple(visual_invariant)))
+
+    if center is not None:
+        _plan_medm2g_stages(graph, center, star, imaging, add)
+    for index, edge in enumerate(graph.pairs):
+        if edge.is_translation:
+            not_imaging = [name for name in (edge.a, edge.b) if name not in imaging]
+            if not_imaging:
+                raise GraphError(f"{graph.source}: pairs[{index}]: backend {edge.backend} translates images; "
+                                 f"{', '.join(repr(n) for n in not_imaging)} is not an imaging modality")
+            add(StageKind.ADVERSARIAL_DIFFUSION, (edge.a, edge.b), edge.dataset,
+                [ParamGroup(edge.label, Part.ADVERSARIAL_DIFFUSION)], [])
+    return tuple(stages)
+
+
+def _plan_medm2g_stages(graph: PairGraph, center: str, star: tuple[AlignmentEdge, ...], imaging: set[str],
+                        add) -> None:
+    """MedM2G's own stages, in order, through ``add``."""
 
     aligned = [center]
     for number, edge in enumerate(star):
@@ -302,7 +356,6 @@ def plan_stages(
         frozen = [g for side in pair for g in _groups(side, PRETRAINED_PARTS)]
         frozen += [g for side in frozen_sides for g in _groups(side, CROSS_GUIDED_PARTS)]
         add(StageKind.CROSS_GUIDED, pair, edge.datasets, trains, frozen)
-    return tuple(stages)
 
 
 def _star_path(star: tuple[AlignmentEdge, ...], center: str, source: str, target: str) -> tuple[str, ...]:
@@ -321,33 +374,38 @@ def _star_path(star: tuple[AlignmentEdge, ...], center: str, source: str, target
     return tuple(up + down[-2::-1])
 
 
-def generation_tasks(graph: PairGraph, center: str, star: tuple[AlignmentEdge, ...]) -> tuple[GenerationTask, ...]:
-    """Every ordered pair of modalities: all are linked once the star spans the graph."""
-    paired = {edge.key for edge in graph.pairs if edge.paired}
-    names = sorted(graph.modalities)
-    return tuple(
-        GenerationTask(source, target, frozenset((source, target)) in paired, _star_path(star, center, source, target))
-        for source in names
-        for target in names
-        if source != target
-    )
+def generation_tasks(graph: PairGraph, center: str | None,
+                     star: tuple[AlignmentEdge, ...]) -> tuple[GenerationTask, ...]:
+    """Every ordered pair of the aligned modalities (all are linked once the star spans them), then
+    both directions of every translation edge, done by that edge's backend."""
+    paired = {edge.key for edge in graph.pairs if edge.paired and not edge.is_translation}
+    names = sorted([edge.modality for edge in star] + ([center] if center is not None else []))
+    tasks = [GenerationTask(source, target, frozenset((source, target)) in paired,
+                            _star_path(star, center, source, target))
+             for source in names for target in names if source != target]
+    for edge in graph.pairs:
+        if edge.is_translation:
+            tasks += [GenerationTask(source, target, edge.paired, (source, target), edge.backend)
+                      for source, target in ((edge.a, edge.b), (edge.b, edge.a))]
+    return tuple(tasks)
 
 
 def cost_report(graph: PairGraph, star, stages, tasks) -> CostReport:
-    n = len(graph.modalities)
+    """The star's cost over the modalities medm2g aligns (translation edges are counted apart)."""
+    n = len(medm2g_modalities(graph))
     used = {frozenset((edge.modality, edge.via)) for edge in star}
-    task_pairs = {frozenset((t.source, t.target)) for t in tasks}
+    task_pairs = {frozenset((t.source, t.target)) for t in tasks if t.backend == "medm2g"}
     return CostReport(
         modalities=n,
         alignment_edges=len(star),
         pairwise_alignment_edges=n * (n - 1) // 2,
         rounds=sum(1 for stage in stages if stage.kind is StageKind.CROSS_GUIDED),
         pairwise_rounds=n * (n - 1) // 2,
-        paired_datasets_available=sum(1 for edge in graph.pairs if edge.paired),
+        paired_datasets_available=sum(1 for edge in graph.pairs if edge.paired and not edge.is_translation),
         paired_datasets_used=len(used),
         task_pairs_enabled=len(task_pairs),
         task_pairs_without_paired_data=sum(
-            1 for pair in task_pairs if pair not in {e.key for e in graph.pairs if e.paired}
+            1 for pair in task_pairs if pair not in {e.key for e in graph.pairs if e.paired and not e.is_translation}
         ),
     )
 
@@ -357,11 +415,12 @@ def build_plan(graph: PairGraph, imaging: set[str] | None = None) -> TrainingPla
     if not graph.modalities:
         raise GraphError(f"{graph.source}: a pair graph needs at least one modality")
     center, chosen_by = choose_center(graph)
-    star = build_star(graph, center)
+    star = build_star(graph, center) if center is not None else ()
     stages = plan_stages(graph, center, star, imaging)
     tasks = generation_tasks(graph, center, star)
     star_keys = {frozenset((edge.modality, edge.via)) for edge in star}
-    unused = tuple(sorted((e for e in graph.pairs if e.key not in star_keys), key=lambda e: e.label))
+    unused = tuple(sorted((e for e in graph.pairs if e.key not in star_keys and not e.is_translation),
+                          key=lambda e: e.label))
     return TrainingPlan(
         graph=graph,
         center=center,
@@ -370,6 +429,6 @@ def build_plan(graph: PairGraph, imaging: set[str] | None = None) -> TrainingPla
         stages=stages,
         unused_pairs=unused,
         tasks=tasks,
-        joint_targets=tuple(sorted(graph.modalities)),
+        joint_targets=tuple(sorted(([center] if center is not None else []) + [edge.modality for edge in star])),
         cost=cost_report(graph, star, stages, tasks),
     )

@@ -12,6 +12,7 @@ two steps, each with errors that name the file and the path inside it:
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -34,19 +35,46 @@ def _datasets(value: str | Iterable[str]) -> tuple[str, ...]:
     return items
 
 
+EDGE_BACKENDS = {
+    "medm2g": "central alignment, latent diffusion and the multi-flow rounds (paired data)",
+    "syndiff": "adversarial diffusion translating images a <-> b (paired or unpaired data)",
+}
+"""What an edge's data can train; ``medm2g`` is the default."""
+
+
+def _backend(value: Any) -> str:
+    """The name of a known backend (the structure hook: errors then name ``pairs[i].backend``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a backend name ({', '.join(EDGE_BACKENDS)}), got {value!r}")
+    _known_backend(None, None, value)
+    return value
+
+
+def _known_backend(instance, attribute, value: str) -> None:
+    if value not in EDGE_BACKENDS:
+        close = difflib.get_close_matches(value, list(EDGE_BACKENDS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown backend {value!r} ({hint}known: {', '.join(EDGE_BACKENDS)})")
+
+
 @attrs.frozen
 class PairEdge:
-    """Data available between modalities ``a`` and ``b``.
+    """Data available between modalities ``a`` and ``b``, and what trains on it.
 
     ``dataset`` names the manifest(s) holding the pairs, relative to the graph
     file. ``paired: false`` marks data of both modalities from different subjects,
     usable for unpaired translation but never for contrastive alignment.
+    ``backend`` says what the data train: ``medm2g`` (the default) makes the edge part
+    of the alignment star and the multi-flow rounds; ``syndiff`` trains an adversarial
+    diffusion translating a <-> b instead, from paired or unpaired data. The same pair
+    may be listed once per backend.
     """
 
     a: str
     b: str
     dataset: tuple[str, ...] = attrs.field(converter=_datasets)
     paired: bool = True
+    backend: str = attrs.field(default="medm2g", validator=_known_backend)
 
     @property
     def key(self) -> frozenset[str]:
@@ -59,6 +87,11 @@ class PairEdge:
     @property
     def label(self) -> str:
         return f"{self.a}-{self.b}"
+
+    @property
+    def is_translation(self) -> bool:
+        """True for an edge that trains a translation backend rather than medm2g's own stages."""
+        return self.backend != "medm2g"
 
 
 @attrs.frozen
@@ -94,6 +127,7 @@ def _make_converter() -> cattrs.Converter:
     edge_fn = make_dict_structure_fn(
         PairEdge, converter, _cattrs_forbid_extra_keys=True,
         dataset=override(struct_hook=lambda value, _t: _datasets(value)),
+        backend=override(struct_hook=lambda value, _t: _backend(value)),
     )
     converter.register_structure_hook(PairEdge, lambda value, _t: edge_fn(_mapping(value, "a, b, dataset"), _t))
     converter.register_structure_hook_func(
@@ -184,7 +218,7 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
         problems.append("modalities: expected at least one modality")
     if graph.center is not None and graph.center not in seen_modalities:
         problems.append(f"center: {graph.center!r} is not one of the graph's modalities ({', '.join(graph.modalities)})")
-    seen_pairs: dict[frozenset[str], int] = {}
+    seen_pairs: dict[tuple[frozenset[str], str], int] = {}
     for index, edge in enumerate(graph.pairs):
         for side in ("a", "b"):
             name = getattr(edge, side)
@@ -196,11 +230,12 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
                 )
         if edge.a == edge.b:
             problems.append(f"pairs[{index}]: a self-pair ({edge.a}-{edge.b}) carries no cross-modal information")
-        elif edge.key in seen_pairs:
-            first = seen_pairs[edge.key]
+        elif (edge.key, edge.backend) in seen_pairs:
+            first = seen_pairs[edge.key, edge.backend]
             problems.append(
-                f"pairs[{index}]: duplicate of pairs[{first}] ({edge.label}); list several datasets under one pair"
+                f"pairs[{index}]: duplicate of pairs[{first}] ({edge.label}, backend {edge.backend}); "
+                f"list several datasets under one pair"
             )
-        seen_pairs.setdefault(edge.key, index)
+        seen_pairs.setdefault((edge.key, edge.backend), index)
     if problems:
         raise GraphError(f"{graph.source}: " + "; ".join(problems))

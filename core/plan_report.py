@@ -31,13 +31,15 @@ def _datasets(stage: Stage) -> str:
 
 def format_plan(plan: TrainingPlan) -> str:
     graph, cost = plan.graph, plan.cost
-    chosen = "given in the graph" if plan.center_chosen_by == "graph" else "chosen: most paired neighbours"
+    chosen = {"graph": "given in the graph", "most paired neighbours": "chosen: most paired neighbours"}.get(
+        plan.center_chosen_by, "every pair trains a translation backend")
     lines = [
         f"Pair graph {graph.name or '(unnamed)'} ({graph.source})",
-        f"  {len(graph.modalities)} modalities: {', '.join(graph.modalities)}; centre: {plan.center} ({chosen})",
+        f"  {len(graph.modalities)} modalities: {', '.join(graph.modalities)}; centre: {plan.center or 'none'} ({chosen})",
         "",
         f"Central-alignment star: {cost.alignment_edges} edges for {cost.modalities} modalities "
-        f"(pairwise alignment would need {cost.pairwise_alignment_edges})",
+        f"(pairwise alignment would need {cost.pairwise_alignment_edges})" if plan.center is not None else
+        "No alignment star, latent diffusion or rounds: no pair trains medm2g",
     ]
     for edge in plan.star:
         how = "direct to the centre" if edge.via == plan.center else f"through {edge.via} ({edge.hops_to_center} hops)"
@@ -50,6 +52,7 @@ def format_plan(plan: TrainingPlan) -> str:
         StageKind.VAE: "VAEs",
         StageKind.LDM: "Single-modality latent diffusion models",
         StageKind.CROSS_GUIDED: "Multi-flow rounds (section 3.5: cross-guided training, eq. 6)",
+        StageKind.ADVERSARIAL_DIFFUSION: "Translation pairs (SynDiff adversarial diffusion, a <-> b)",
     }
     for kind, title in titles.items():
         stages = plan.stages_of(kind)
@@ -59,17 +62,28 @@ def format_plan(plan: TrainingPlan) -> str:
         for number, stage in enumerate(stages, 1):
             label = "Round" if kind is StageKind.CROSS_GUIDED else "Stage"
             extra = f"  + visual invariant on {', '.join(stage.visual_invariant)}" if stage.visual_invariant else ""
+            if kind is StageKind.ADVERSARIAL_DIFFUSION:
+                edge = next(e for e in plan.translation_edges if (e.a, e.b) == stage.modalities)
+                extra = "  (paired data)" if edge.paired else "  (unpaired: each sample's two images from different subjects)"
             lines.append(f"  {label} {number} (#{stage.index}) {'-'.join(stage.modalities)}: {_datasets(stage)}{extra}")
             lines.append(f"    trains: {_groups(stage.trains)}")
             lines.append(f"    frozen: {_groups(stage.frozen)}")
-    unseen = [t for t in plan.tasks if not t.paired_in_training]
-    lines += [
-        "",
-        f"Generation: any-to-any over {cost.task_pairs_enabled} modality pairs ({len(plan.tasks)} directed tasks), "
-        f"{cost.task_pairs_without_paired_data} of the pairs ({len(unseen)} tasks) never paired in training:",
-    ]
-    lines += [f"  {t.source} -> {t.target}  through {'-'.join(t.path)}" for t in unseen] or ["  (none)"]
-    lines.append(f"  joint: any subset of {{{', '.join(plan.joint_targets)}}} generated together from one condition")
+    medm2g_tasks = [t for t in plan.tasks if t.backend == "medm2g"]
+    if plan.center is not None:
+        unseen = [t for t in medm2g_tasks if not t.paired_in_training]
+        lines += [
+            "",
+            f"Generation: any-to-any over {cost.task_pairs_enabled} modality pairs ({len(medm2g_tasks)} directed "
+            f"tasks), {cost.task_pairs_without_paired_data} of the pairs ({len(unseen)} tasks) never paired in training:",
+        ]
+        lines += [f"  {t.source} -> {t.target}  through {'-'.join(t.path)}" for t in unseen] or ["  (none)"]
+        lines.append(f"  joint: any subset of {{{', '.join(plan.joint_targets)}}} generated together from one condition")
+    translations = [t for t in plan.tasks if t.backend != "medm2g"]
+    if translations:
+        lines += ["", "Translation (`medm2g generate --backend BACKEND`, default picks it):"]
+        lines += [f"  {t.source} -> {t.target}  by {t.backend}" for t in translations]
+    if plan.center is None:
+        return "\n".join(lines)
     lines += [
         "",
         "Cost (central star vs pairwise):",
@@ -88,5 +102,6 @@ PART_ABBREVIATIONS = {
     Part.CROSS_GUIDANCE: "xattn",
     Part.CONTEXT_ENCODER: "V",
     Part.ADAPTATION: "f",
+    Part.ADVERSARIAL_DIFFUSION: "SynDiff",
 }
 """Short names used where space is tight (the drawn plan), in the paper's letters."""

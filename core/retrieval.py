@@ -88,7 +88,7 @@ def held_out_embeddings(manifest: Manifest, encoders: Mapping[str, nn.Module], r
 def retrieval_table(plan: TrainingPlan, embeddings: Mapping[str, Mapping[str, torch.Tensor]]) -> list[RetrievalRow]:
     """Recall@k for every ordered pair of modalities with at least two shared held-out subjects."""
     trained = {frozenset((edge.modality, edge.via)) for edge in plan.star}
-    paths = {(task.source, task.target): task.path for task in plan.tasks}
+    paths = {(task.source, task.target): task.path for task in plan.tasks if task.backend == "medm2g"}
     rows = []
     for source, target in permutations(sorted(embeddings), 2):
         subjects = sorted(set(embeddings[source]) & set(embeddings[target]))

@@ -23,11 +23,13 @@ import attrs
 import cattrs
 import yaml
 
+from medm2g.core.diffusion.attention import ATTENTION_BACKENDS
 from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError, PluginError
 from medm2g.core.losses import BARLOW_TWINS_LAMBDA
 from medm2g.core.structuring import non_negative, positive, strict_converter, structure_or_explain
+from medm2g.core.syndiff.config import SynDiffConfig
 from medm2g.registry import ModalityRegistry, ModalitySpec, ModelSize
 
 
@@ -137,7 +139,11 @@ class RunConfig:
     """Everything about a run that is not in the pair graph.
 
     ``embed_dim`` is the width of the shared space every C_M maps into. ``device``
-    is ``auto`` (CUDA when present), ``cpu`` or a torch device string.
+    is ``auto`` (CUDA when present), ``cpu`` or a torch device string. ``attention`` is the
+    denoisers' kernel: ``auto`` (xformers with CUDA when installed, else PyTorch SDPA),
+    ``sdpa`` or ``xformers`` (falls back to SDPA, logged, where it cannot run). ``latent_cache``
+    encodes each sample once with the frozen VAE and prompt encoder for the LDM stages and rounds
+    (``RUN/cache/latents``) instead of at every step.
     ``phantom_subjects`` sizes the phantom cohort generated for a shipped graph that
     has no data of its own (the embedded default data).
     """
@@ -146,12 +152,15 @@ class RunConfig:
     embed_dim: int = attrs.field(default=256, validator=positive)
     seed: int = 0
     device: str = "auto"
+    attention: str = attrs.field(default="auto", validator=attrs.validators.in_(ATTENTION_BACKENDS))
     phantom_subjects: int = attrs.field(default=600, validator=positive)
+    latent_cache: bool = True
     alignment: AlignmentConfig = AlignmentConfig()
     vae: VAEStageConfig = VAEStageConfig()
     ldm: LDMStageConfig = LDMStageConfig()
     cross_guidance: CrossGuidanceConfig = CrossGuidanceConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    syndiff: SynDiffConfig = SynDiffConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
     grids: Mapping[str, Grid] = attrs.field(factory=dict)
 
@@ -222,7 +231,7 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 def resolve_run_config_path(argument: Path | str) -> Path:
     """A run config file as given, or else the name of a shipped preset (``paper``)."""
     path = Path(argument)
-    if path.exists():
+    if path.is_file():  # a folder of that name (a run called "ablation", say) is not a config
         return path
     for name in (path.name, f"{path.name}.yaml"):
         if (PRESETS_DIR / name).is_file():

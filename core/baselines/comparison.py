@@ -2,7 +2,9 @@
 held-out subjects, scores and budget.
 
 Rows: medm2g as trained (cross-guided by the condition's latent when the run has its rounds),
-the pix2pix-style L1 regression UNet trained for the target LDM's steps and batch, and the
+the pix2pix-style L1 regression UNet trained for the target LDM's steps and batch, SynDiff at
+the same steps and batch on the same data drawn unpaired (each sample's MRI and CT from two
+subjects: it never sees a pair, where the others train on pairs), and the
 target's LDM sampled without any condition (the same weights with the null context: what
 the condition adds). Each row also states its time per generated image.
 """
@@ -12,7 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from medm2g.core.baselines.regression import predict, train_regression
+import attrs
+import torch
+
+from medm2g.core.baselines.regression import pair_datasets, predict, train_regression
+from medm2g.core.checkpoints import load_module, read_json, write_json
 from medm2g.core.evaluation.generation_eval import (
     fid_network,
     finding_readers,
@@ -25,6 +31,9 @@ from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph_engine import TrainingPlan
 from medm2g.core.manifest import Manifest
+from medm2g.core.syndiff.model import SynDiff
+from medm2g.core.syndiff.stage import build_syndiff, fit_syndiff, save_syndiff
+from medm2g.core.training.encoders import modality_seed
 
 
 def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, source: str, target: str,
@@ -65,6 +74,17 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
         f"{record['steps']} steps of {ldm.batch_size} on the {source}-{target} pairs"
         + (f", {record['seconds']:.0f} s" if record.get("seconds") else ""))
 
+    syndiff, record = train_syndiff_baseline(run, plan, source, target, folder)
+    started = time.perf_counter()
+    generators = [torch.Generator().manual_seed(modality_seed(seed + i, target)) for i in range(len(sources))]
+    translated = []
+    for start in range(0, len(sources), 16):
+        batch = torch.stack(sources[start:start + 16]).to(run.device)
+        translated += list(syndiff.to(run.device).translate(batch, target, generators[start:start + 16]).float().cpu())
+    add(f"SynDiff, unpaired ({syndiff.config.steps} steps)", translated, time.perf_counter() - started,
+        f"{record['steps']} steps of {record['batch_size']} on the {source}-{target} data drawn unpaired"
+        + (f", {record['seconds']:.0f} s" if record.get("seconds") else ""))
+
     unconditional = GenerationRequest(outputs=[target], samples_per_condition=len(records), seed=seed, steps=steps,
                                       batch_size=16)
     started = time.perf_counter()
@@ -72,6 +92,30 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     add(f"{target} LDM without condition", sampled, time.perf_counter() - started,
         f"the run's {target} LDM, null context")
     return rows
+
+
+def train_syndiff_baseline(run: TrainedRun, plan: TrainingPlan, source: str, target: str,
+                           folder: Path) -> tuple[SynDiff, dict]:
+    """SynDiff at the regression baseline's budget (the target LDM's steps and batch size) on the
+    graph's source-target data, each sample's two images from different subjects; loaded when
+    ``folder`` holds it already, resumed when it holds a partial run."""
+    ldm = run.config.ldm
+    config = attrs.evolve(run.config, syndiff=attrs.evolve(run.config.syndiff, training_steps=ldm.steps,
+                                                           batch_size=ldm.batch_size))
+    weights = folder / f"syndiff-{source}-{target}.safetensors"
+    record_path = weights.with_suffix(".json")
+    if weights.is_file() and record_path.is_file():
+        return load_module(weights, build_syndiff(run.registry, source, target, config)).eval(), read_json(record_path)
+    work = folder / f"syndiff-{source}-{target}"
+    model, _, seconds, images = fit_syndiff(
+        plan.graph, pair_datasets(plan.graph, source, target), source, target, run.registry, config, run.device,
+        config.seed + 17, f"SynDiff {source}-{target} baseline", state=work / "state.safetensors",
+        history=work / "history.jsonl", curves=work / "curves.png")
+    save_syndiff(weights, model, f"baseline for {source}->{target}")
+    record = {"steps": ldm.steps, "batch_size": ldm.batch_size, "images": images, "seconds": round(seconds, 1)}
+    write_json(record_path, record)
+    (work / "state.safetensors").unlink(missing_ok=True)
+    return model.eval(), record
 
 
 def format_comparison(rows: list[dict], source: str, target: str) -> str:

@@ -86,7 +86,7 @@ def write_showcase(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, out:
         samples = generator.generate(request)
         record = write_generation(out / task.name, request, samples, run.registry,
                                   model=f"medm2g run {run.layout.root.resolve()}", backend="medm2g", command=command,
-                                  details={"latent_cross_guidance_from": generator.cross_conditioning(request)})
+                                  details=generator.describe(request))
         reports = [text for row in record["rows"] for text in row.get("text", {}).values()]
         summaries.append({"task": task.title, "folder": str(out / task.name), "grid": str(out / task.name / "grid.png"),
                           "trained_together": task.trained_together, "seconds": round(time.perf_counter() - started, 1),

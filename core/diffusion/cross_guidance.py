@@ -21,6 +21,7 @@ import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
+from medm2g.core.diffusion.attention import attend, standard_processor
 from medm2g.core.structuring import non_negative, positive
 
 
@@ -115,6 +116,7 @@ class GuidanceAttention(nn.Module):
     def __init__(self, hidden_dim: int, guidance_dim: int, heads: int):
         super().__init__()
         self.heads = heads
+        self.backend = "sdpa"  # or "xformers": core.diffusion.attention.use_attention sets it
         self.to_q = nn.Linear(hidden_dim, hidden_dim, bias=False)
         self.to_k = nn.Linear(guidance_dim, hidden_dim, bias=False)
         self.to_v = nn.Linear(guidance_dim, hidden_dim, bias=False)
@@ -130,7 +132,7 @@ class GuidanceAttention(nn.Module):
             return x.view(batch, -1, heads, dim // heads).transpose(1, 2)
 
         query, key, value = split(self.to_q(hidden_states)), split(self.to_k(guidance)), split(self.to_v(guidance))
-        attended = nn.functional.scaled_dot_product_attention(query, key, value)
+        attended = attend(query, key, value, self.backend)
         return self.to_out(attended.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -140,10 +142,12 @@ class CrossGuidedAttnProcessor(nn.Module):
 
     def __init__(self, hidden_dim: int, guidance_dim: int, heads: int):
         super().__init__()
-        from diffusers.models.attention_processor import AttnProcessor2_0
-
-        self.condition = AttnProcessor2_0()
+        self.condition = standard_processor("sdpa")
         self.guidance_attention = GuidanceAttention(hidden_dim, guidance_dim, heads)
+
+    def use_backend(self, backend: str) -> None:
+        self.condition = standard_processor(backend)
+        self.guidance_attention.backend = backend
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  guidance: torch.Tensor | None = None):
@@ -160,9 +164,10 @@ class GuidanceIgnoringProcessor:
     so diffusers does not warn on every call."""
 
     def __init__(self):
-        from diffusers.models.attention_processor import AttnProcessor2_0
+        self.inner = standard_processor("sdpa")
 
-        self.inner = AttnProcessor2_0()
+    def use_backend(self, backend: str) -> None:
+        self.inner = standard_processor(backend)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  guidance: torch.Tensor | None = None):

@@ -22,7 +22,7 @@ from medm2g.core.errors import ConfigError
 from medm2g.core.evaluation.fid import FeatureNetwork, features, frechet_distance, timm_feature_network
 from medm2g.core.evaluation.image_metrics import ms_ssim, psnr, ssim
 from medm2g.core.evaluation.text_metrics import corpus_bleu, mean_rouge_l
-from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
+from medm2g.core.generation.backends import GenerationRequest, generation_backend
 from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph_engine import TrainingPlan
@@ -54,6 +54,7 @@ class TaskScore:
     scores: dict[str, float]
     examples: tuple = attrs.field(default=(), eq=False, repr=False)  # ((truth, generated), ...)
     fid_features: str | None = None  # what the "fid" score was computed on: never Inception unless it says so
+    backend: str = "medm2g"
 
 
 def held_out_subjects(manifest: Manifest, modalities: Sequence[str], registry, limit: int) -> list[dict]:
@@ -134,7 +135,8 @@ def fid_network(run: TrainedRun, target: str, spec: str | None) -> tuple[Feature
 def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, subjects: int = 16,
                         steps: int | None = None, seed: int = 0, fid_features: str | None = None,
                         cross_guided: bool = True) -> list[TaskScore]:
-    """Scores for every (condition, output) modality pair the run and the plan have, in sorted order.
+    """Scores for every (condition, output) modality pair the run and the plan have, in sorted order,
+    then every direction of the run's translation edges (SynDiff), each by its own backend.
     ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row.
     ``cross_guided=False`` conditions on prompt embeddings alone even where the run has round parts."""
     if subjects < 1:
@@ -144,24 +146,27 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     trained = {frozenset((edge.modality, edge.via)) for edge in plan.star}
     sources = [m for m in sorted(modalities) if m in run.conditionable()]
     targets = [m for m in sorted(modalities) if m in run.generatable()]
-    generator = CrossGuidedGenerator(run)
-    readers = finding_readers(plan, run.registry, targets)
-    networks = {t: fid_network(run, t, fid_features) for t in targets if run.registry[t].spec.kind.is_imaging}
+    tasks = [(source, target, "medm2g") for source in sources for target in targets if source != target]
+    tasks += [(source, target, "syndiff") for source, target in run.translatable()
+              if source in modalities and target in modalities]
+    backends = {name: generation_backend(name, run) for name in {backend for _, _, backend in tasks}}
+    imaging_targets = sorted({t for _, t, _ in tasks if run.registry[t].spec.kind.is_imaging})
+    readers = finding_readers(plan, run.registry, imaging_targets)
+    networks = {t: fid_network(run, t, fid_features) for t in imaging_targets  # a SynDiff-only run has no C_t
+                if fid_features is not None or t in run.conditionable()}
     findings = held_out_findings(manifest, [r["subject_id"] for r in records], run.registry)
     results = []
-    for source in sources:
+    for source, target, backend in tasks:
         conditions = [Condition(source, r[source], f"{source} {r['subject_id']}") for r in records]
-        for target in targets:
-            if target == source:
-                continue
-            request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16,
-                                        cross_guided=cross_guided)
-            generated = [sample.outputs[target] for sample in generator.generate(request)]
-            truth = [r[target] for r in records]
-            network, label = networks.get(target, (None, None))
-            scores = score_samples(generated, truth, readers.get(target), findings, network)
-            results.append(TaskScore(source, target, frozenset((source, target)) in trained, len(records),
-                                     scores, tuple(zip(truth, generated))[:EXAMPLES], fid_features=label))
+        request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, batch_size=16,
+                                    steps=steps if backend == "medm2g" else None, cross_guided=cross_guided)
+        generated = [sample.outputs[target] for sample in backends[backend].generate(request)]
+        truth = [r[target] for r in records]
+        network, label = networks.get(target, (None, None))
+        scores = score_samples(generated, truth, readers.get(target), findings, network)
+        together = backend != "medm2g" or frozenset((source, target)) in trained
+        results.append(TaskScore(source, target, together, len(records), scores,
+                                 tuple(zip(truth, generated))[:EXAMPLES], fid_features=label, backend=backend))
     return results
 
 
@@ -177,14 +182,17 @@ def format_generation_scores(rows: Sequence[TaskScore]) -> str:
         clinical = [f for f in fields if all(f"{f}_accuracy" in r.scores for r in chosen)]
         headers = metrics + [f"{f} correct (chance{'' if all_metrics is TEXT_METRICS else ', truth'})"
                              for f in clinical]
-        lines += [f"{title}:", "", "| source -> target | trained together | n | " + " | ".join(headers) + " |",
-                  "|" + "---|" * (3 + len(headers))]
+        show_backend = any(r.backend != "medm2g" for r in chosen)
+        lines += [f"{title}:", "", "| source -> target | " + ("backend | " if show_backend else "")
+                  + "trained together | n | " + " | ".join(headers) + " |",
+                  "|" + "---|" * (3 + show_backend + len(headers))]
         for row in chosen:
             cells = [f"{row.scores[m]:.2f}" if m in ("psnr", "fid") else f"{row.scores[m]:.3f}" for m in metrics]
             cells += [f"{row.scores[f + '_accuracy']:.2f} ({row.scores[f + '_chance']:.2f}"
                       + (f", {row.scores[f + '_ceiling']:.2f})" if f + "_ceiling" in row.scores else ")")
                       for f in clinical]
-            lines.append(f"| {row.source} -> {row.target} | {'yes' if row.trained_together else 'no'} | "
+            backend = f"{row.backend} | " if show_backend else ""
+            lines.append(f"| {row.source} -> {row.target} | {backend}{'yes' if row.trained_together else 'no'} | "
                          f"{row.subjects} | {' | '.join(cells)} |")
         lines.append("")
         labels = sorted({r.fid_features for r in chosen if r.fid_features and "fid" in metrics})
@@ -218,8 +226,8 @@ def draw_generation_examples(rows: Sequence[TaskScore], registry, path: Path) ->
                     axis.imshow(value[0].numpy(), cmap="gray", vmin=low, vmax=high)
                 if i == 0:
                     axis.set_title(f"subject {j + 1} {label}", fontsize=7)
-        axes[i, 0].set_ylabel(f"{row.source} -> {row.target}" + ("" if row.trained_together else "\n(never paired)"),
-                              fontsize=7)
+        axes[i, 0].set_ylabel(f"{row.source} -> {row.target}" + ("" if row.trained_together else "\n(never paired)")
+                              + ("" if row.backend == "medm2g" else f"\n({row.backend})"), fontsize=7)
     figure.suptitle("held-out subjects: ground truth beside the sample generated from another modality", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / len(rows)))  # room for the title above the column names
     figure.savefig(path)
@@ -230,7 +238,8 @@ def draw_generation_examples(rows: Sequence[TaskScore], registry, path: Path) ->
 def write_generation_scores(rows: Sequence[TaskScore], registry, folder: Path, settings: dict) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     record = {"settings": settings,
-              "tasks": [{"source": r.source, "target": r.target, "trained_together": r.trained_together,
+              "tasks": [{"source": r.source, "target": r.target, "backend": r.backend,
+                         "trained_together": r.trained_together,
                          "subjects": r.subjects, "scores": r.scores, "fid_features": r.fid_features} for r in rows]}
     table = folder / "generation.md"
     table.write_text(format_generation_scores(rows), encoding="utf-8")

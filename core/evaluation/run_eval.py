@@ -1,7 +1,7 @@
 """The whole evaluation of a trained run, as ``medm2g eval`` and ``medm2g demo`` run it.
 
-Held-out retrieval between every pair of modalities (the alignment), then every
-generation task scored against the same subjects' truth; everything lands in
+Held-out retrieval between every pair of aligned modalities (the alignment), then every
+generation task, translation edges' included, scored against the same subjects' truth; everything lands in
 ``RUN/eval`` as JSON, Markdown and pictures, with the settings and command that made it.
 """
 
@@ -35,7 +35,8 @@ def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: i
     ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders)."""
     plan = load_run_plan(run.layout, run.registry)
     manifest = evaluation_manifest(plan, run.registry, manifest_path)
-    retrieval = evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
+    retrieval = (evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
+                 if len(plan.aligned) >= 2 else [])  # a translation-only run has no aligned space to retrieve in
     scores = evaluate_generation(run, plan, manifest, subjects=subjects, steps=steps, seed=seed,
                                  fid_features=fid_features, cross_guided=cross_guided)
     settings = {"manifest": str(manifest.path), "subjects": subjects, "steps": steps, "seed": seed,

@@ -72,6 +72,10 @@ class GenerationBackend(Protocol):
     def generate(self, request: GenerationRequest) -> list[GeneratedSample]:
         ...
 
+    def describe(self, request: GenerationRequest) -> dict:
+        """What ``generation.json`` should record about how this backend answers ``request``."""
+        ...
+
 
 class CrossGuidedGenerator:
     """MedM2G: latent diffusion per modality, conditioned through the aligned space, cross-guided when joint."""
@@ -82,10 +86,12 @@ class CrossGuidedGenerator:
     def check(self, request: GenerationRequest) -> None:
         """Refuse, before any sampling, what this run cannot do, naming what it can."""
         can_generate, can_condition = self.run.generatable(), self.run.conditionable()
+        translations = ", ".join(f"{s}->{t}" for s, t in self.run.translatable())
+        elsewhere = f"; its translation edges do {translations} (--backend syndiff)" if translations else ""
         for modality in request.outputs:
             if modality not in can_generate:
                 raise ConfigError(f"{self.run.layout.root}: cannot generate {modality!r}: this run has no trained VAE and "
-                                  f"denoiser for it (it can generate: {', '.join(can_generate) or 'nothing yet'})")
+                                  f"denoiser for it (it can generate: {', '.join(can_generate) or 'nothing'}{elsewhere})")
         for condition in request.conditions:
             if condition.modality not in can_condition:
                 raise ConfigError(f"{self.run.layout.root}: cannot condition on {condition.modality!r}: no aligned "
@@ -172,6 +178,9 @@ class CrossGuidedGenerator:
                                             diffusion.eta)[m]
         return {m: self._decode(m, z) for m, z in latents.items()}
 
+    def describe(self, request: GenerationRequest) -> dict:
+        return {"latent_cross_guidance_from": self.cross_conditioning(request)}
+
     def cross_conditioning(self, request: GenerationRequest) -> str | None:
         """The modality whose known latent the outputs attend to, or None (prompt embedding only):
         it needs cross-guided parts, as do the outputs that use it, and every condition of its modality."""
@@ -220,7 +229,13 @@ class CrossGuidedGenerator:
         return list(decoded.float().clamp(-1, 1).cpu())
 
 
-BACKENDS: dict[str, Callable[[TrainedRun], GenerationBackend]] = {"medm2g": CrossGuidedGenerator}
+def _syndiff(run: TrainedRun) -> GenerationBackend:
+    from medm2g.core.generation.translation import SynDiffTranslator  # it builds on this module's request
+
+    return SynDiffTranslator(run)
+
+
+BACKENDS: dict[str, Callable[[TrainedRun], GenerationBackend]] = {"medm2g": CrossGuidedGenerator, "syndiff": _syndiff}
 """Generation backends by the name a pair graph or ``medm2g generate --backend`` uses."""
 
 
@@ -229,3 +244,15 @@ def generation_backend(name: str, run: TrainedRun) -> GenerationBackend:
         return BACKENDS[name](run)
     except KeyError:
         raise ConfigError(f"unknown generation backend {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
+
+
+def default_backend(run: TrainedRun, request: GenerationRequest) -> str:
+    """medm2g where the run can generate every output with it, else a translation backend the run
+    trained for the request's source and output (a SynDiff-only run needs no --backend), else medm2g
+    (whose check then says what is missing)."""
+    if all(m in run.generatable() for m in request.outputs):
+        return "medm2g"
+    sources = {condition.modality for condition in request.conditions}
+    if len(sources) == 1 and len(request.outputs) == 1 and (sources.pop(), request.outputs[0]) in run.translatable():
+        return "syndiff"
+    return "medm2g"

@@ -15,6 +15,7 @@ import attrs
 import torch
 from torch import nn
 
+from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.errors import CheckpointError
 from medm2g.core.run_config import RunConfig, load_run_config, with_overrides
 from medm2g.core.training.autoencoding import load_vae
@@ -60,12 +61,32 @@ class TrainedRun:
     @functools.cache
     def denoiser(self, modality: str) -> nn.Module:
         """M's single-modality LDM denoiser, as its LDM stage left it."""
-        return self._ready(load_denoiser(self.registry, modality, self.config, self.layout))
+        denoiser = self._ready(load_denoiser(self.registry, modality, self.config, self.layout))
+        configure_attention(denoiser, self.config.attention, self.device)
+        return denoiser
 
     @functools.cache
     def cross_guided(self, modality: str) -> CrossGuidedSide:
         """M's denoiser with theta_c attached, and V_M, f_M, as its multi-flow round left them."""
-        return self._ready(build_side(self.registry, modality, self.config, self.layout, load_trained=True))
+        side = self._ready(build_side(self.registry, modality, self.config, self.layout, load_trained=True))
+        configure_attention(side.denoiser, self.config.attention, self.device)
+        return side
+
+    @functools.cache
+    def translation(self, source: str, target: str) -> nn.Module:
+        """The SynDiff the run's translation edge of the two modalities trained (either direction)."""
+        from medm2g.core.syndiff.stage import load_syndiff
+
+        return self._ready(load_syndiff(self.registry, source, target, self.config, self.layout))
+
+    def translatable(self) -> list[tuple[str, str]]:
+        """(source, target) of every direction a trained translation edge (SynDiff) can do."""
+        pairs = []
+        for path in sorted((self.layout.root / "models").glob("*-*/syndiff.safetensors")):
+            a, _, b = path.parent.name.partition("-")
+            if a in self.registry and b in self.registry:
+                pairs += [(a, b), (b, a)]
+        return pairs
 
     def generatable(self) -> list[str]:
         """Modalities whose VAE and denoiser this run has: the possible outputs."""

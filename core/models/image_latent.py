@@ -74,9 +74,19 @@ class ImageVAE(nn.Module):
         """Stored in the diffusers config, so ``AutoencoderKL.from_pretrained`` users get it too."""
         self.autoencoder.register_to_config(scaling_factor=float(value))
 
-    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of q(z | image), unscaled: what a latent cache keeps."""
         posterior = self.autoencoder.encode(images).latent_dist
-        return posterior.sample(generator=generator) * self.scaling_factor
+        return posterior.mean, posterior.logvar
+
+    def sample_latents(self, mean: torch.Tensor, logvar: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """A scaled latent drawn from the posterior (the same draw as diffusers' ``sample``)."""
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        return (mean + (0.5 * logvar).exp() * noise) * self.scaling_factor
+
+    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sample_latents(*self.posterior(images), generator=generator)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(latents / self.scaling_factor).sample

@@ -119,10 +119,14 @@ class TextVAE(nn.Module):
         mean, logvar = self.to_posterior(pooled).chunk(2, dim=-1)
         return mean, logvar.clamp(-30.0, 20.0)
 
-    def encode(self, texts: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
-        mean, logvar = self.posterior(texts)
+    def sample_latents(self, mean: torch.Tensor, logvar: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """A scaled latent (B, latent_dim, 1, 1) drawn from the posterior ``(mean, logvar)``."""
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
         return ((mean + (0.5 * logvar).exp() * noise) * self.latent_scale)[:, :, None, None]
+
+    def encode(self, texts: list[str], generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.sample_latents(*self.posterior(texts), generator=generator)
 
     def _memory(self, latents: torch.Tensor) -> torch.Tensor:
         """The latent as one prefix token (B, 1, hidden)."""

@@ -128,9 +128,11 @@ def assign_groups(n: int, pairs: list[str]) -> tuple[list[int], dict[str, list[i
 
 
 def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -> dict[str, int]:
-    """One manifest per pair of the graph (its dataset path) plus ``data/test.csv``."""
+    """One manifest per pair of the graph (its dataset path) plus ``data/test.csv``. A ``paired: false``
+    pair's manifest holds each of its subjects with one of the two modalities only."""
     modalities = sorted({m for r in records for m in r.files})
-    test_ids, groups = assign_groups(len(records), [edge.label for edge in graph.pairs])
+    names = [f"{index}:{edge.label}" for index, edge in enumerate(graph.pairs)]  # one pair may have two backends
+    test_ids, groups = assign_groups(len(records), names)
     counts: dict[str, int] = {}
 
     def write(path: Path, rows: list[dict]) -> None:
@@ -146,10 +148,12 @@ def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -
         values = {m: "../" + record.files[m] for m in modalities if m in keep and m in record.files}
         return {"subject_id": record.subject_id, "split": split, "slice": record.key_slice, **values}
 
-    for edge in graph.pairs:
-        members = groups[edge.label]
+    for name, edge in zip(names, graph.pairs):
+        members = groups[name]
         validation = set(members[: max(1, int(len(members) * VALIDATION_FRACTION))]) if len(members) > 1 else set()
-        rows = [row(records[i], "val" if i in validation else "train", {edge.a, edge.b}) for i in members]
+        # unpaired data: each subject gives one of the two modalities, alternately, so no subject has both
+        keep = [{edge.a, edge.b} if edge.paired else {(edge.a, edge.b)[number % 2]} for number in range(len(members))]
+        rows = [row(records[i], "val" if i in validation else "train", sides) for i, sides in zip(members, keep)]
         for dataset in edge.dataset:
             write(out / dataset, rows)
     write(out / "data" / "test.csv", [row(records[i], "test", set(modalities)) for i in test_ids])

@@ -23,35 +23,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from medm2g.core.baselines.regression import RegressionUNet
-from medm2g.core.structuring import non_negative, positive
+from medm2g.core.syndiff.config import SynDiffConfig
 from medm2g.core.syndiff.losses import discriminator_loss, generator_loss, r1_penalty
 from medm2g.core.syndiff.networks import DiffusiveGenerator, StepDiscriminator
-from medm2g.core.syndiff.schedule import AdversarialDiffusionSchedule
 
 
 @attrs.frozen
-class SynDiffConfig:
-    """Defaults from SynDiff's published MRI-CT command line (seed 003): 4 steps, generator lr
-    1.6e-4, discriminator lr 1e-4, R1 gamma 1 every 10 steps, EMA 0.999; Adam betas (0.5, 0.9)
-    as its denoising-diffusion-GAN origin; cycle weight 0.5."""
+class DiffusionStep:
+    """One large reverse step of a target modality: the step i, the real pair (x_(i-1), x_i), the
+    generator's x_0 estimate and the x_(i-1) sampled from the posterior around it."""
 
-    steps: int = attrs.field(default=4, validator=positive)
-    beta_min: float = attrs.field(default=0.1, validator=positive)
-    beta_max: float = attrs.field(default=20.0, validator=positive)
-    latent_dim: int = attrs.field(default=64, validator=positive)
-    generator_learning_rate: float = attrs.field(default=1.6e-4, validator=positive)
-    discriminator_learning_rate: float = attrs.field(default=1e-4, validator=positive)
-    adam_betas: tuple[float, float] = (0.5, 0.9)
-    r1_gamma: float = attrs.field(default=1.0, validator=non_negative)
-    lazy_regularisation: int = attrs.field(default=10, validator=positive)
-    ema_decay: float = 0.999
-    cycle_weight: float = attrs.field(default=0.5, validator=non_negative)
-    training_steps: int = attrs.field(default=600, validator=positive)
-    batch_size: int = attrs.field(default=8, validator=positive)
+    step: torch.Tensor
+    previous: torch.Tensor
+    noisy: torch.Tensor
+    x0: torch.Tensor
+    fake_previous: torch.Tensor
 
-    @property
-    def schedule(self) -> AdversarialDiffusionSchedule:
-        return AdversarialDiffusionSchedule(self.steps, self.beta_min, self.beta_max)
+
+@attrs.frozen
+class GeneratorPass:
+    real: dict
+    translated: dict
+    steps: dict
 
 
 class SynDiff(nn.Module):
@@ -59,13 +52,16 @@ class SynDiff(nn.Module):
         super().__init__()
         self.a, self.b, self.config = a, b, config
         self.schedule = config.schedule
+        widths = config.widths
         self.diffusive = nn.ModuleDict({m: DiffusiveGenerator(channels[m], channels[o], size, config.steps,
-                                                              config.latent_dim) for m, o in ((a, b), (b, a))})
-        self.translators = nn.ModuleDict({f"{s}_to_{t}": RegressionUNet(channels[s], channels[t], size)
+                                                              config.latent_dim, widths)
+                                        for m, o in ((a, b), (b, a))})
+        self.translators = nn.ModuleDict({f"{s}_to_{t}": RegressionUNet(channels[s], channels[t], size, widths)
                                           for s, t in ((a, b), (b, a))})
-        self.step_critics = nn.ModuleDict({m: StepDiscriminator(channels[m], config.steps) for m in (a, b)})
-        self.image_critics = nn.ModuleDict({m: StepDiscriminator(channels[m], config.steps, time_conditioned=False)
-                                            for m in (a, b)})
+        self.step_critics = nn.ModuleDict({m: StepDiscriminator(channels[m], config.steps, widths=widths)
+                                           for m in (a, b)})
+        self.image_critics = nn.ModuleDict({m: StepDiscriminator(channels[m], config.steps, time_conditioned=False,
+                                                                 widths=widths) for m in (a, b)})
         self.ema = copy.deepcopy(self.diffusive).requires_grad_(False)
 
     def generators(self) -> list[nn.Parameter]:
@@ -84,29 +80,54 @@ class SynDiff(nn.Module):
         latent = torch.randn(size, self.config.latent_dim, generator=generator).to(target)
         return step, previous, noisy, posterior_noise, latent
 
+    def generator_pass(self, batch: dict, generator: torch.Generator) -> "GeneratorPass":
+        """Everything the generators produce in one step, with gradients. Both halves of the step use
+        it: the critics see its outputs detached, and the generator loss is computed on it after the
+        critics have stepped (a generator's outputs do not depend on the critics' weights), so each
+        step runs the four generator networks once."""
+        real = {self.a: batch[self.a], self.b: batch[self.b]}
+        other = {self.a: self.b, self.b: self.a}
+        # translated[m]: the non-diffusive translation *into* m of the other modality's real image. It is
+        # both m's fake for m's image critic and, for the other modality's diffusive generator, the
+        # pseudo-pair's source estimate.
+        translated = {m: self.translators[f"{other[m]}_to_{m}"](real[other[m]]) for m in (self.a, self.b)}
+        steps = {}
+        for target in (self.a, self.b):
+            step, previous, noisy, posterior_noise, latent = self._diffusion_step(real[target], generator)
+            x0 = self.diffusive[target](noisy, translated[other[target]], step, latent)
+            fake_previous = self.schedule.posterior_sample(x0, noisy, step, posterior_noise)
+            steps[target] = DiffusionStep(step, previous, noisy, x0, fake_previous)
+        return GeneratorPass(real, translated, steps)
+
+    def critic_loss(self, outputs: "GeneratorPass") -> torch.Tensor:
+        """The critics' loss (without R1) on real data against the generators' outputs, detached."""
+        terms = []
+        for target, made in outputs.steps.items():
+            critic = self.step_critics[target]
+            terms.append(discriminator_loss(critic(made.previous, made.noisy, made.step),
+                                            critic(made.fake_previous.detach(), made.noisy, made.step)))
+            terms.append(discriminator_loss(self.image_critics[target](outputs.real[target]),
+                                            self.image_critics[target](outputs.translated[target].detach())))
+        return sum(terms)
+
+    def generator_loss(self, outputs: "GeneratorPass") -> tuple[torch.Tensor, dict]:
+        """Adversarial terms of both modules plus the weighted cycle L1 (target -> source by the
+        non-diffusive translator -> target by the diffusive generator); and the cycle L1s to log."""
+        terms, logs = [], {}
+        for target, made in outputs.steps.items():
+            cycle = F.l1_loss(made.x0, outputs.real[target])
+            terms += [generator_loss(self.step_critics[target](made.fake_previous, made.noisy, made.step)),
+                      generator_loss(self.image_critics[target](outputs.translated[target])),
+                      self.config.cycle_weight * cycle]
+            logs[f"cycle_{target}"] = float(cycle.detach())
+        return sum(terms), logs
+
     def losses(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """(generator loss, critic loss without R1, logs) of one unpaired batch {a: ..., b: ...}.
         The critic loss sees the generators' outputs detached; the generator loss trains both modules."""
-        real = {self.a: batch[self.a], self.b: batch[self.b]}
-        other = {self.a: self.b, self.b: self.a}
-        generator_terms, critic_terms, logs = [], [], {}
-        for target in (self.a, self.b):
-            source = other[target]
-            estimate = self.translators[f"{target}_to_{source}"](real[target])  # the pseudo-pair's source
-            step, previous, noisy, posterior_noise, latent = self._diffusion_step(real[target], generator)
-            x0 = self.diffusive[target](noisy, estimate, step, latent)
-            fake_previous = self.schedule.posterior_sample(x0, noisy, step, posterior_noise)
-            critic = self.step_critics[target]
-            cycle = F.l1_loss(x0, real[target])  # target -> source (non-diffusive) -> target (diffusive)
-            translated = self.translators[f"{source}_to_{target}"](real[source])
-            generator_terms += [generator_loss(critic(fake_previous, noisy, step)),
-                                generator_loss(self.image_critics[target](translated)),
-                                self.config.cycle_weight * cycle]
-            critic_terms += [discriminator_loss(critic(previous, noisy, step), critic(fake_previous.detach(), noisy, step)),
-                             discriminator_loss(self.image_critics[target](real[target]),
-                                                self.image_critics[target](translated.detach()))]
-            logs[f"cycle_{target}"] = float(cycle.detach())
-        return sum(generator_terms), sum(critic_terms), logs
+        outputs = self.generator_pass(batch, generator)
+        total, logs = self.generator_loss(outputs)
+        return total, self.critic_loss(outputs), logs
 
     def r1(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
         """gamma / 2 * R1 of every critic on real data."""
@@ -121,9 +142,13 @@ class SynDiff(nn.Module):
         return self.config.r1_gamma / 2 * sum(terms)
 
     @torch.no_grad()
-    def update_ema(self) -> None:
+    def update_ema(self, step: int | None = None) -> None:
+        """Move the EMA toward the live generators after optimisation step ``step`` (0-based). The
+        decay warms up as min(decay, (1 + step) / (10 + step)): with 0.999 from the start, the
+        average of a few hundred steps would still be mostly the random initialisation."""
+        decay = self.config.ema_decay if step is None else min(self.config.ema_decay, (1 + step) / (10 + step))
         for average, live in zip(self.ema.parameters(), self.diffusive.parameters()):
-            average.lerp_(live, 1 - self.config.ema_decay)
+            average.lerp_(live, 1 - decay)
 
     @torch.no_grad()
     def translate(self, source: torch.Tensor, target: str, generator: torch.Generator | list[torch.Generator],

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from medm2g.core.progress import progress
 from medm2g.core.syndiff.model import SynDiff
 from medm2g.core.syndiff.unpaired import UnpairedBatches
 from medm2g.core.training.history import append_history, read_history, truncate_history
@@ -28,8 +29,10 @@ def _clear(parameters) -> None:
 
 
 def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, history_path: Path,
-                  device: torch.device, seed: int, checkpoint_every: int = 100) -> tuple[list[dict], float]:
-    """Run (or resume) ``model.config.training_steps`` steps; returns the loss log and this session's seconds."""
+                  device: torch.device, seed: int, checkpoint_every: int = 100,
+                  description: str = "") -> tuple[list[dict], float]:
+    """Run (or resume) ``model.config.training_steps`` steps, with a progress bar labelled
+    ``description``; returns the loss log and this session's seconds."""
     config = model.config
     optimizer = torch.optim.Adam([{"params": model.generators(), "lr": config.generator_learning_rate},
                                   {"params": model.critics(), "lr": config.discriminator_learning_rate}],
@@ -43,11 +46,14 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
         history_path.unlink()
     model.to(device).train()
     started, pending = time.perf_counter(), []
-    for step in range(start, config.training_steps):
+    bar = progress(range(start, config.training_steps), desc=description or f"syndiff {model.a}-{model.b}",
+                   unit="step", total=config.training_steps - start)
+    for step in bar:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batches(step, config.batch_size).items()}
 
-        _, critic_loss, _ = model.losses(batch, generator)
+        outputs = model.generator_pass(batch, generator)
+        critic_loss = model.critic_loss(outputs)
         regularise = config.r1_gamma > 0 and step % config.lazy_regularisation == 0
         penalty = model.r1(batch, generator) if regularise else torch.zeros((), device=device)
         optimizer.zero_grad(set_to_none=True)
@@ -55,16 +61,18 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
         _clear(model.generators())
         optimizer.step()
 
-        generator_loss, _, logs = model.losses(batch, generator)
+        generator_loss, logs = model.generator_loss(outputs)  # against the critics just updated
         optimizer.zero_grad(set_to_none=True)
         generator_loss.backward()
         _clear(model.critics())
         optimizer.step()
-        model.update_ema()
+        model.update_ema(step)
 
         pending.append({"step": step, "loss": float(generator_loss.detach()), "critic": float(critic_loss.detach()),
                         **({"r1": float(penalty.detach())} if regularise else {}), **logs,
                         "seconds": time.perf_counter() - started})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(generator=f"{pending[-1]['loss']:.3f}", critic=f"{pending[-1]['critic']:.3f}")
         done = step + 1
         if done % checkpoint_every == 0 or done == config.training_steps:
             append_history(history_path, pending)

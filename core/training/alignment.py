@@ -160,10 +160,10 @@ def evaluation_manifest(plan: TrainingPlan, registry: ModalityRegistry, path: Pa
 
 def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
                        manifest: Manifest | None = None):
-    """Held-out retrieval for every ordered pair of modalities, written to ``RUN/eval``."""
+    """Held-out retrieval for every ordered pair of aligned modalities, written to ``RUN/eval``."""
     layout = RunLayout(run_dir)
     manifest = manifest or evaluation_manifest(plan, registry)
-    encoders = load_prompt_encoders(registry, plan.graph.modalities, config, layout)
+    encoders = load_prompt_encoders(registry, plan.aligned, config, layout)
     device = resolve_device(config.device)
     embeddings = held_out_embeddings(manifest, {m: e.to(device) for m, e in encoders.items()}, registry, device)
     rows = retrieval_table(plan, embeddings)
@@ -176,7 +176,7 @@ def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
     layout = RunLayout(run_dir)
     device = resolve_device(config.device)
     stages = plan.stages_of(StageKind.ALIGNMENT)
-    encoders = {m: build_prompt_encoder(registry, m, config) for m in plan.graph.modalities}
+    encoders = {m: build_prompt_encoder(registry, m, config) for m in plan.aligned}
     results = []
     for stage in stages:
         record_path = layout.stage_record(stage)

@@ -15,12 +15,14 @@ costs a backward pass.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
+import attrs
 import torch
 from torch import nn
 
 from medm2g.core.checkpoints import load_tensors, save_tensors
+from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.cross_guidance import (
     Adaptation,
@@ -36,7 +38,7 @@ from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import batch_indices, make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
-from medm2g.core.training.latent_diffusion import load_denoiser
+from medm2g.core.training.latent_diffusion import frozen_encodings, load_denoiser, stage_cache
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.registry import ModalityRegistry
@@ -121,14 +123,39 @@ def side_loss(target: str, other: str, sides, targets, noisy, timesteps, embeddi
     return torch.nn.functional.mse_loss(predicted.float(), targets[target].float())
 
 
-def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                    layout: RunLayout, device: torch.device) -> dict:
-    """Train (or resume) one multi-flow round; saves the cross-guided parts of the sides it trains."""
+@attrs.define(eq=False)
+class Round:
+    """One multi-flow round ready to step: its sides, the frozen models around them, the optimizer
+    over exactly the groups the plan trains, and the loss of step k."""
+
+    stage: Stage
+    sides: dict[str, CrossGuidedSide]
+    trained_sides: list[str]
+    optimizer: torch.optim.Optimizer
+    records: int
+    step_loss: Callable[[int, torch.Generator], tuple[torch.Tensor, dict]]
+    vaes: dict[str, nn.Module]
+    encoders: dict[str, nn.Module]
+    data: object  # the round's paired records
+    batch_size: int
+
+    def stateful(self) -> dict[str, nn.Module]:
+        """What a resumable state holds: the trainable parts of the trained sides."""
+        return {m: self.sides[m].trainable_parts() for m in self.trained_sides}
+
+
+def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
+                layout: RunLayout, device: torch.device) -> Round:
+    """Frozen means free: everything the round does not train is loaded frozen (no grad, so no
+    ``.grad`` after a step) and stays out of the optimizer, whose state is sized to the trained
+    groups alone; a side with nothing to train costs no backward pass."""
     pair = stage.modalities
     trained_groups = {(g.modality, g.part) for g in stage.trains}
     trained_sides = [m for m in pair if any((m, part) in trained_groups for part in Part)]
     sides = {m: build_side(registry, m, config, layout, load_trained=m not in trained_sides).to(device) for m in pair}
-    vaes = {m: load_vae(registry, m, config, layout).to(device) for m in pair}
+    for side in sides.values():
+        configure_attention(side.denoiser, config.attention, device)
+    vaes = {m: load_vae(registry, m, config, layout).to(device).requires_grad_(False) for m in pair}
     encoders = {m: e.to(device).requires_grad_(False) for m, e in load_prompt_encoders(registry, pair, config, layout).items()}
     for side in sides.values():
         side.requires_grad_(False)
@@ -150,12 +177,13 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
                                  weight_decay=config.cross_guidance.weight_decay)
     scheduler = training_scheduler(config.diffusion)
 
+    caches = {m: stage_cache(config, layout, m, vaes[m], encoders[m], data, device) for m in pair}
+
     def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        with torch.no_grad():
-            inputs = {m: to_device(batch[m], device) for m in pair}
-            latents = {m: vaes[m].encode(inputs[m], generator=generator) for m in pair}
-            embeddings = {m: encoders[m](inputs[m]).float() for m in pair}
+        latents, embeddings = {}, {}
+        for m in pair:  # in pair order: the posterior draws come from the generator as without a cache
+            latents[m], embeddings[m] = frozen_encodings(batch[m], vaes[m], encoders[m], caches[m], generator, device)
         size = len(batch["subject_id"])
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
         noise = {m: torch.randn(latents[m].shape, generator=generator).to(device) for m in pair}
@@ -171,13 +199,19 @@ def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry
         loss = sum(terms.values())
         return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
 
-    stateful = {m: sides[m].trainable_parts() for m in trained_sides}
-    history, seconds = run_steps(stage, layout, stateful, optimizer, step_loss, config.cross_guidance.steps,
-                                 config.cross_guidance.checkpoint_every, config.seed,
+    return Round(stage, sides, trained_sides, optimizer, len(data), step_loss, vaes, encoders, data, batch_size)
+
+
+def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
+                    layout: RunLayout, device: torch.device) -> dict:
+    """Train (or resume) one multi-flow round; saves the cross-guided parts of the sides it trains."""
+    round_ = build_round(plan, stage, registry, config, layout, device)
+    history, seconds = run_steps(stage, layout, round_.stateful(), round_.optimizer, round_.step_loss,
+                                 config.cross_guidance.steps, config.cross_guidance.checkpoint_every, config.seed,
                                  config.cross_guidance.warmup_steps, max_grad_norm=1.0)
-    for modality in trained_sides:
-        save_tensors(layout.cross_guided(modality), sides[modality].trained_state(),
+    for modality in round_.trained_sides:
+        save_tensors(layout.cross_guided(modality), round_.sides[modality].trained_state(),
                      {"modality": modality, "stage": stage.title, "size": config.size.value})
     return complete_stage(layout, stage, stage_record(
-        stage, len(data), config.cross_guidance.steps, seconds, history, config,
-        weights={m: str(layout.cross_guided(m)) for m in trained_sides}))
+        stage, round_.records, config.cross_guidance.steps, seconds, history, config,
+        weights={m: str(layout.cross_guided(m)) for m in round_.trained_sides}))

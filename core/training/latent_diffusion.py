@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medm2g.core.checkpoints import load_module, save_module
+from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
@@ -27,6 +28,7 @@ from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import batch_indices, make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
+from medm2g.core.training.latent_cache import LatentCache, cacheable, warm
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.registry import ModalityKind, ModalityRegistry
@@ -44,15 +46,13 @@ class LatentDiffusionStep:
     z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) eps."""
 
     def __init__(self, modality: str, vae: nn.Module, encoder: nn.Module, denoiser: nn.Module, scheduler,
-                 condition_dropout: float):
+                 condition_dropout: float, cache: LatentCache | None = None):
         self.modality, self.vae, self.encoder, self.denoiser = modality, vae, encoder, denoiser
-        self.scheduler, self.condition_dropout = scheduler, condition_dropout
+        self.scheduler, self.condition_dropout, self.cache = scheduler, condition_dropout, cache
 
     def __call__(self, batch: dict, generator: torch.Generator, device: torch.device):
-        samples = to_device(batch[self.modality], device)
-        with torch.no_grad():
-            latents = self.vae.encode(samples, generator=generator)
-            embeddings = self.encoder(samples).float()
+        latents, embeddings = frozen_encodings(batch[self.modality], self.vae, self.encoder, self.cache,
+                                               generator, device)
         size = latents.shape[0]
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
         noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -64,6 +64,32 @@ class LatentDiffusionStep:
         return loss, {"conditioned_fraction": float(keep.float().mean())}
 
 
+def frozen_encodings(samples, vae: nn.Module, encoder: nn.Module, cache: LatentCache | None,
+                     generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, prompt embeddings) of a batch under the frozen VAE and C_M: from ``cache`` when
+    there is one, else encoded now; the latent's posterior draw comes from ``generator`` either way."""
+    with torch.no_grad():
+        if cache is not None:
+            mean, logvar, embeddings = cache.lookup(samples, device)
+            return cache.latents(mean, logvar, generator), embeddings
+        samples = to_device(samples, device)
+        return vae.encode(samples, generator=generator), encoder(samples).float()
+
+
+def stage_cache(config: RunConfig, layout: RunLayout, modality: str, vae: nn.Module, encoder: nn.Module,
+                data, device: torch.device) -> LatentCache | None:
+    """The stage's latent cache, filled with every sample of ``data`` up front; None when the run
+    config turns caching off or the VAE cannot be cached."""
+    if not config.latent_cache:
+        return None
+    if not cacheable(vae):
+        logger.info("latent cache: %s's VAE has no posterior/sample_latents; encoding every step", modality)
+        return None
+    cache = LatentCache(layout.latent_cache, modality, vae, encoder)
+    warm(cache, data, modality, device)
+    return cache
+
+
 def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
                   layout: RunLayout, device: torch.device) -> dict:
     """Train (or resume) the denoiser of ``stage.modalities[0]``; returns its record."""
@@ -72,14 +98,16 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     vae = load_vae(registry, modality, config, layout).to(device)
     encoder = load_prompt_encoders(registry, [modality], config, layout)[modality].to(device).requires_grad_(False)
     denoiser = build_denoiser(registry, modality, config).to(device).train()
+    configure_attention(denoiser, config.attention, device)
     data = paired_records(plan.graph, stage.datasets, (modality,), registry, split="train")
     batch_size = min(settings.batch_size, len(data))
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
     steps = settings.text_steps if is_text else settings.steps
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
+    cache = stage_cache(config, layout, modality, vae, encoder, data, device)
     compute = LatentDiffusionStep(modality, vae, encoder, denoiser, training_scheduler(config.diffusion),
-                                  config.diffusion.condition_dropout)
+                                  config.diffusion.condition_dropout, cache)
 
     def step_loss(step: int, generator: torch.Generator):
         batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))

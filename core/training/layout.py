@@ -9,11 +9,13 @@
     RUN/models/<modality>/denoiser.safetensors    the single-modality LDM's denoiser
     RUN/models/<modality>/cross_guided.safetensors   V_M, f_M, theta_c from its multi-flow round
     RUN/models/<modality>/vae/, unet/             the same as plain diffusers folders, where the model can export one
+    RUN/models/<a>-<b>/syndiff.safetensors        a translation edge's SynDiff (both directions, EMA included)
     RUN/stages/<NN>-<kind>-<modalities>/record.json   what the stage did (written when it completes)
     RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
     RUN/stages/<NN>-.../history.jsonl            one line of losses per step
     RUN/stages/<NN>-.../curves.png               those losses, drawn
     RUN/eval/retrieval.json, retrieval.md, retrieval.png    cross-modal retrieval
+    RUN/cache/latents/<modality>-<hash>.safetensors  frozen VAE posteriors and C_M embeddings per sample
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class RunLayout:
         """V_M, f_M and the theta_c sub-layers of M's denoiser, from the round that trained them."""
         return self.root / "models" / modality / "cross_guided.safetensors"
 
+    def translation(self, a: str, b: str, backend: str = "syndiff") -> Path:
+        """The weights a translation edge a-b trained with ``backend`` (SynDiff: both directions)."""
+        return self.root / "models" / f"{a}-{b}" / f"{backend}.safetensors"
+
     def exported(self, modality: str, part: str) -> Path:
         """A plain diffusers/transformers folder of a model that can export one."""
         return self.root / "models" / modality / part
@@ -72,6 +78,11 @@ class RunLayout:
 
     def stage_curves(self, stage: Stage) -> Path:
         return self.stage_dir(stage) / "curves.png"
+
+    @property
+    def latent_cache(self) -> Path:
+        """Encodings of frozen models (see :mod:`medm2g.core.training.latent_cache`); safe to delete."""
+        return self.root / "cache" / "latents"
 
     @property
     def eval_dir(self) -> Path:

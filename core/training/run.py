@@ -23,7 +23,7 @@ from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g")
 
-RESUMABLE_DIFFERENCES = {"device"}
+RESUMABLE_DIFFERENCES = {"device", "attention", "latent_cache"}  # where and how it runs: the maths is the same
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:

@@ -16,6 +16,7 @@ import torch
 from medm2g.core.checkpoints import read_json
 from medm2g.core.graph_engine import StageKind, TrainingPlan
 from medm2g.core.run_config import RunConfig
+from medm2g.core.syndiff.stage import run_syndiff_stage
 from medm2g.core.training.alignment import align
 from medm2g.core.training.autoencoding import run_vae_stage
 from medm2g.core.training.cross_guided import run_round_stage
@@ -31,6 +32,7 @@ STAGE_RUNNERS = {
     StageKind.VAE: run_vae_stage,
     StageKind.LDM: run_ldm_stage,
     StageKind.CROSS_GUIDED: run_round_stage,
+    StageKind.ADVERSARIAL_DIFFUSION: run_syndiff_stage,
 }
 """How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, device)."""
 

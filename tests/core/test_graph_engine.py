@@ -199,3 +199,63 @@ def test_every_ordered_pair_is_a_task_along_the_star(graph):
         assert task.path[0] == task.source and task.path[-1] == task.target
         assert len(set(task.path)) == len(task.path)
         assert all(frozenset(step) in star_keys for step in zip(task.path, task.path[1:]))
+
+
+def translation(a: str, b: str, paired: bool = False) -> PairEdge:
+    return PairEdge(a, b, f"{a}-{b}-unpaired.csv", paired=paired, backend="syndiff")
+
+
+def test_a_syndiff_only_graph_trains_one_translation_stage_and_nothing_of_medm2g():
+    plan = build_plan(load_pair_graph(GRAPHS / "syndiff-mri-ct.yaml"), imaging={"ct", "mri"})
+    assert (plan.center, plan.star, plan.aligned) == (None, (), ())
+    (stage,) = plan.stages
+    assert (stage.kind, stage.modalities, stage.datasets) == (
+        StageKind.ADVERSARIAL_DIFFUSION, ("mri", "ct"), ("data/mri-ct-unpaired.csv",))
+    assert as_strings(stage.trains) == {"mri-ct.adversarial_diffusion"} and stage.frozen == ()
+    assert [(t.source, t.target, t.backend, t.paired_in_training) for t in plan.tasks] == [
+        ("mri", "ct", "syndiff", False), ("ct", "mri", "syndiff", False)]
+
+
+def test_a_translation_edge_beside_the_paper_graph_adds_one_last_stage_and_two_tasks(paper_plan):
+    graph = paper_plan.graph
+    plan = build_plan(attrs.evolve(graph, pairs=(*graph.pairs, translation("mri", "ct"))), imaging={"xray", "ct", "mri"})
+    assert plan.star == paper_plan.star and plan.stages[:-1] == paper_plan.stages
+    assert plan.stages[-1].kind is StageKind.ADVERSARIAL_DIFFUSION and plan.stages[-1].index == len(plan.stages)
+    assert plan.cost == paper_plan.cost  # translation edges cost no alignment and no round
+    extra = [(t.source, t.target) for t in plan.tasks if t.backend == "syndiff"]
+    assert extra == [("mri", "ct"), ("ct", "mri")] and len(plan.tasks) == len(paper_plan.tasks) + 2
+
+
+def test_a_modality_only_a_translation_edge_reaches_is_not_aligned_and_not_stranded():
+    graph = make_graph(["text", "ct", "pet"], [("text", "ct")])
+    plan = build_plan(attrs.evolve(graph, pairs=(*graph.pairs, translation("ct", "pet"))), imaging={"ct", "pet"})
+    assert plan.aligned == ("text", "ct")
+    assert not any(g.modality == "pet" for stage in plan.stages for g in stage.trains)
+    assert {(t.source, t.target) for t in plan.tasks if t.backend == "syndiff"} == {("ct", "pet"), ("pet", "ct")}
+
+
+def test_translation_edges_translate_images_only():
+    graph = make_graph(["text", "ct"], [("text", "ct")])
+    graph = attrs.evolve(graph, pairs=(*graph.pairs, translation("text", "ct")))
+    with pytest.raises(GraphError, match=r"pairs\[1\]: backend syndiff translates images; 'text' is not an imaging"):
+        build_plan(graph, imaging={"ct"})
+
+
+def test_the_centre_cannot_be_a_modality_with_only_translation_pairs():
+    graph = PairGraph(modalities=("ct", "mri"), pairs=(translation("mri", "ct"),), center="mri")
+    with pytest.raises(GraphError, match="center: 'mri' has only translation pairs"):
+        build_plan(graph, imaging={"ct", "mri"})
+
+
+@settings(max_examples=100, deadline=None)
+@given(connected_graphs(min_size=2), st.data())
+def test_a_translation_edge_changes_nothing_medm2g_plans(graph, data):
+    """The star, the medm2g stages and the cost are those of the graph without the edge."""
+    a, b = data.draw(st.permutations(graph.modalities))[:2]
+    paired = data.draw(st.booleans())
+    imaging = set(graph.modalities)  # every modality an image here, the centre too, so any pair translates
+    before = build_plan(graph, imaging)
+    after = build_plan(attrs.evolve(graph, pairs=(*graph.pairs, translation(a, b, paired)), center=before.center),
+                       imaging)
+    assert after.star == before.star and after.stages[:-1] == before.stages and after.cost == before.cost
+    assert after.stages[-1].modalities == (a, b) and after.stages[-1].kind is StageKind.ADVERSARIAL_DIFFUSION

@@ -55,7 +55,27 @@ def test_pair_naming_a_modality_the_graph_does_not_list(tmp_path):
 
 def test_duplicate_pair_in_either_order(tmp_path):
     message = load_error(tmp_path, graph(("text", "ct"), ("ct", "mri"), ("ct", "text")))
-    assert "pairs[2]: duplicate of pairs[0] (ct-text)" in message
+    assert "pairs[2]: duplicate of pairs[0] (ct-text, backend medm2g)" in message
+
+
+def test_a_pair_may_be_listed_once_per_backend_but_not_twice_for_one(tmp_path, installed):
+    path = tmp_path / "g.yaml"
+    path.write_text("modalities: [ct, mri]\npairs:\n"
+                    "  - {a: ct, b: mri, dataset: p.csv}\n"
+                    "  - {a: mri, b: ct, dataset: u.csv, paired: false, backend: syndiff}\n")
+    graph = load_pair_graph(path, installed=installed)
+    assert [edge.backend for edge in graph.pairs] == ["medm2g", "syndiff"]
+    path.write_text(path.read_text() + "  - {a: ct, b: mri, dataset: v.csv, backend: syndiff}\n")
+    with pytest.raises(GraphError, match=r"pairs\[2\]: duplicate of pairs\[1\] \(ct-mri, backend syndiff\)"):
+        load_pair_graph(path, installed=installed)
+
+
+def test_an_unknown_backend_is_named_with_its_place_and_a_suggestion(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text("modalities: [ct, mri]\npairs:\n  - {a: mri, b: ct, dataset: u.csv, backend: syndif}\n")
+    with pytest.raises(GraphError, match=r"g.yaml: pairs\[0\].backend: unknown backend 'syndif' "
+                                         r"\(did you mean 'syndiff'\? known: medm2g, syndiff\)"):
+        load_pair_graph(path)
 
 
 def test_self_pair(tmp_path):

@@ -7,7 +7,14 @@ from safetensors.torch import save_file
 
 from medm2g.core.errors import CheckpointError, ConfigError, PluginError
 from medm2g.core.imaging_io import window_to_model
-from medm2g.core.run_config import RunConfig, load_run_config, run_config_to_dict, structure_run_config, with_overrides
+from medm2g.core.run_config import (
+    RunConfig,
+    load_run_config,
+    resolve_run_config_path,
+    run_config_to_dict,
+    structure_run_config,
+    with_overrides,
+)
 
 
 def test_no_file_means_the_documented_defaults():
@@ -129,6 +136,13 @@ def test_medm2g_config_prints_a_preset_by_name_ready_to_load_back(capsys, tmp_pa
     assert "size: paper" in printed and "latent_shape:\n    - 4\n    - 64\n    - 64" in printed
     (tmp_path / "copy.yaml").write_text(printed)
     assert load_run_config(tmp_path / "copy.yaml") == load_run_config("paper")
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeypatch):
+    (tmp_path / "ablation").mkdir()  # `medm2g ablate --out ablation` run from here made it
+    monkeypatch.chdir(tmp_path)
+    assert load_run_config("ablation") == load_run_config(resolve_run_config_path("ablation.yaml"))
+    assert resolve_run_config_path("ablation").parent.name == "presets"
 
 
 def test_a_grid_can_narrow_a_modality_s_intensity_window_and_only_where_units_are_absolute(installed):

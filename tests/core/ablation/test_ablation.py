@@ -15,6 +15,7 @@ from medm2g.core.graph_engine import StageKind
 from medm2g.core.pair_graph import load_pair_graph
 from medm2g.core.retrieval import RetrievalRow
 from medm2g.core.run_config import RunConfig, structure_run_config
+from medm2g.core.training.history import read_history
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import prepare_run
 from medm2g.core.training.trainer import train
@@ -92,3 +93,25 @@ def test_the_regression_baseline_learns_mri_to_ct_and_resumes_from_its_weights(c
     torch.testing.assert_close(again(probe), model(probe))
     with pytest.raises(ValueError, match="no paired dataset of xray and mri"):
         train_regression(graph, "xray", "mri", installed, 1, 2, 1e-3, 0, torch.device("cpu"), tmp_path / "x.safetensors")
+
+
+def test_the_syndiff_baseline_trains_at_the_ldm_budget_and_is_loaded_not_retrained(cohort_of_40, installed,
+                                                                                     tmp_path, monkeypatch):
+    from medm2g.core.baselines import comparison
+    from medm2g.core.graph_engine import build_plan
+
+    graph = load_pair_graph(cohort_of_40 / "medm2g.yaml", installed=installed)
+    config = structure_run_config({"ldm": {"steps": 3, "batch_size": 2},
+                                   "syndiff": {"widths": [16], "latent_dim": 8, "training_steps": 999}})
+    run = TrainedRun(installed, config, RunLayout(tmp_path / "run"), torch.device("cpu"))
+    model, record = comparison.train_syndiff_baseline(run, build_plan(graph), "mri", "ct", tmp_path)
+    assert (record["steps"], record["batch_size"]) == (3, 2)  # the LDM's budget, not syndiff.training_steps
+    assert record["images"]["mri"] == record["images"]["ct"] > 0
+    history = read_history(tmp_path / "syndiff-mri-ct" / "history.jsonl")
+    assert [row["step"] for row in history] == [0, 1, 2]
+    monkeypatch.setattr(comparison, "fit_syndiff", lambda *a, **k: pytest.fail("retrained a saved baseline"))
+    again, same = comparison.train_syndiff_baseline(run, build_plan(graph), "mri", "ct", tmp_path)
+    assert same == record
+    probe = torch.zeros(1, 1, 64, 64)
+    torch.testing.assert_close(again.translate(probe, "ct", [torch.Generator().manual_seed(0)]),
+                               model.translate(probe, "ct", [torch.Generator().manual_seed(0)]))

@@ -4,7 +4,8 @@ import attrs
 import pytest
 import torch
 
-from medm2g.core.syndiff.model import SynDiff, SynDiffConfig
+from medm2g.core.syndiff.config import SynDiffConfig
+from medm2g.core.syndiff.model import SynDiff
 from medm2g.core.syndiff.networks import StepDiscriminator
 
 
@@ -83,3 +84,15 @@ def test_ema_moves_toward_the_live_weights():
     before = average.clone()
     model.update_ema()
     torch.testing.assert_close(average, before + 0.5)
+
+
+def test_the_ema_decay_warms_up_so_a_short_run_is_not_its_initialisation():
+    model = _model(ema_decay=0.999)
+    live, average = next(model.diffusive.parameters()), next(model.ema.parameters())
+    with torch.no_grad():
+        live.add_(1.0)
+    before = average.clone()
+    model.update_ema(step=0)  # decay min(0.999, 1 / 10): 90 % of the way
+    torch.testing.assert_close(average, before + 0.9)
+    model.update_ema(step=10**6)  # long after warm-up the configured decay holds
+    torch.testing.assert_close(average, before + 0.9 + 0.1 * 0.001)

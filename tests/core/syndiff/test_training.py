@@ -2,7 +2,8 @@
 
 import torch
 
-from medm2g.core.syndiff.model import SynDiff, SynDiffConfig
+from medm2g.core.syndiff.config import SynDiffConfig
+from medm2g.core.syndiff.model import SynDiff
 from medm2g.core.syndiff.training import train_syndiff
 from medm2g.core.syndiff.unpaired import UnpairedBatches
 from medm2g.core.training.history import read_history

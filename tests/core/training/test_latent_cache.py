@@ -1,0 +1,79 @@
+"""The latent cache: the same latents as encoding afresh, kept across instances, invalidated by a
+changed VAE or a changed sample, and an LDM step that computes the same loss with it as without."""
+
+import pytest
+import torch
+
+from medm2g.core.diffusion.schedule import DiffusionConfig, training_scheduler
+from medm2g.core.training.latent_cache import LatentCache
+from medm2g.core.training.latent_diffusion import LatentDiffusionStep
+from medm2g.registry import ModelSize
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture()
+def models(installed):
+    torch.manual_seed(0)
+    return installed["ct"].vae(ModelSize.TINY).eval(), installed["ct"].prompt_encoder(ModelSize.TINY, 16).eval()
+
+
+def images(count: int, seed: int = 0) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 64, 64, generator=generator) * 2 - 1 for _ in range(count)]
+
+
+def test_cached_latents_and_embeddings_equal_encoding_afresh(models, tmp_path):
+    vae, encoder = models
+    samples = images(5)
+    cache = LatentCache(tmp_path, "ct", vae, encoder)
+    mean, logvar, embedding = cache.lookup(samples, CPU)
+    cached = cache.latents(mean, logvar, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        fresh = vae.encode(torch.stack(samples), generator=torch.Generator().manual_seed(3))
+        torch.testing.assert_close(embedding, encoder(torch.stack(samples)).float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=1e-5)
+    assert (cache.hits, cache.misses) == (0, 5)
+
+
+def test_a_second_run_reads_the_file_and_encodes_nothing(models, tmp_path, monkeypatch):
+    vae, encoder = models
+    samples = images(4)
+    first = LatentCache(tmp_path, "ct", vae, encoder).lookup(samples, CPU)
+    monkeypatch.setattr(vae, "posterior", lambda _x: pytest.fail("encoded a cached sample"))
+    again = LatentCache(tmp_path, "ct", vae, encoder)
+    for before, after in zip(first, again.lookup(samples[::-1], CPU)):
+        torch.testing.assert_close(after, before.flip(0))
+    assert (again.hits, again.misses) == (4, 0)
+
+
+def test_a_changed_vae_gets_a_new_file_and_a_changed_sample_is_a_miss(models, tmp_path):
+    vae, encoder = models
+    samples = images(3)
+    cache = LatentCache(tmp_path, "ct", vae, encoder)
+    cache.lookup(samples, CPU)
+    with torch.no_grad():
+        next(vae.parameters()).add_(0.01)  # "retrained"
+    retrained = LatentCache(tmp_path, "ct", vae, encoder)
+    assert retrained.path != cache.path and not retrained.rows
+    assert len(list(tmp_path.iterdir())) == 1  # the new file is written on its first lookup
+    retrained.lookup(samples, CPU)
+    assert retrained.misses == 3
+    windowed = [s.clamp(-0.5, 0.5) for s in samples]  # another preprocessing of the same files
+    retrained.lookup(windowed + samples[:1], CPU)
+    assert (retrained.misses, retrained.hits) == (6, 1)
+
+
+def test_an_ldm_step_computes_the_same_loss_with_and_without_the_cache(installed, models, tmp_path):
+    vae, encoder = models
+    torch.manual_seed(1)
+    denoiser = installed["ct"].unet(ModelSize.TINY, 16)
+    batch = {"ct": torch.stack(images(4, seed=5))}
+    scheduler = training_scheduler(DiffusionConfig())
+    losses = []
+    for cache in (None, LatentCache(tmp_path, "ct", vae, encoder)):
+        step = LatentDiffusionStep("ct", vae, encoder, denoiser, scheduler, 0.1, cache)
+        with torch.no_grad():
+            loss, _ = step(batch, torch.Generator().manual_seed(9), CPU)
+        losses.append(float(loss))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
