@@ -57,7 +57,7 @@ def train_edges(edges: list[tuple[str, str]], steps: int, seed: int) -> float:
 
 def linear_fit(x: list[float], y: list[float]) -> tuple[float, float, float]:
     """Least-squares slope, intercept and R^2 of y against x."""
-    n, mx, my = len(x), sum(x) / len(x), sum(y) / len(y)
+    mx, my = sum(x) / len(x), sum(y) / len(y)
     sxx = sum((a - mx) ** 2 for a in x)
     slope = sum((a - mx) * (b - my) for a, b in zip(x, y)) / sxx
     intercept = my - slope * mx
