@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import attrs
-import torch
 
 from medm2g.core.baselines.regression import pair_datasets, predict, train_regression
 from medm2g.core.checkpoints import load_module, read_json, write_json
@@ -29,11 +28,11 @@ from medm2g.core.evaluation.generation_eval import (
 from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
 from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.generation.translation import translate_images
 from medm2g.core.graph_engine import TrainingPlan
 from medm2g.core.manifest import Manifest
 from medm2g.core.syndiff.model import SynDiff
 from medm2g.core.syndiff.stage import build_syndiff, fit_syndiff, save_syndiff
-from medm2g.core.training.encoders import modality_seed
 
 
 def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, source: str, target: str,
@@ -76,11 +75,7 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
 
     syndiff, record = train_syndiff_baseline(run, plan, source, target, folder)
     started = time.perf_counter()
-    generators = [torch.Generator().manual_seed(modality_seed(seed + i, target)) for i in range(len(sources))]
-    translated = []
-    for start in range(0, len(sources), 16):
-        batch = torch.stack(sources[start:start + 16]).to(run.device)
-        translated += list(syndiff.to(run.device).translate(batch, target, generators[start:start + 16]).float().cpu())
+    translated = translate_images(syndiff, target, sources, [seed + i for i in range(len(sources))], run.device)
     add(f"SynDiff, unpaired ({syndiff.config.steps} steps)", translated, time.perf_counter() - started,
         f"{record['steps']} steps of {record['batch_size']} on the {source}-{target} data drawn unpaired"
         + (f", {record['seconds']:.0f} s" if record.get("seconds") else ""))

@@ -8,11 +8,14 @@ refused before any sampling, naming what the run can translate.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from medm2g.core.errors import ConfigError
 from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
 from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.syndiff.model import SynDiff
 from medm2g.core.training.encoders import modality_seed
 
 
@@ -49,17 +52,25 @@ class SynDiffTranslator:
         return {"translation": f"{source}->{target}", "steps": self.run.config.syndiff.steps,
                 "weights": "EMA of the diffusive generator"}
 
-    @torch.no_grad()
     def generate(self, request: GenerationRequest) -> list[GeneratedSample]:
         source, target = self.check(request)
-        model = self.run.translation(source, target)
-        rows = list(enumerate(request.rows()))
-        generated = []
-        for start in range(0, len(rows), request.batch_size):
-            chunk = rows[start:start + request.batch_size]
-            images = torch.stack([request.conditions[condition].sample for _, (condition, _) in chunk])
-            generators = [torch.Generator().manual_seed(modality_seed(request.row_seed(i), target)) for i, _ in chunk]
-            translated = model.translate(images.to(self.run.device), target, generators).float().cpu()
-            generated += [GeneratedSample(condition, index, request.row_seed(i), {target: image})
-                          for (i, (condition, index)), image in zip(chunk, translated)]
-        return generated
+        rows = request.rows()
+        seeds = [request.row_seed(i) for i in range(len(rows))]
+        translated = translate_images(self.run.translation(source, target), target,
+                                      [request.conditions[condition].sample for condition, _ in rows], seeds,
+                                      self.run.device, request.batch_size)
+        return [GeneratedSample(condition, index, seed, {target: image})
+                for (condition, index), seed, image in zip(rows, seeds, translated)]
+
+
+@torch.no_grad()
+def translate_images(model: SynDiff, target: str, images: Sequence[torch.Tensor], seeds: Sequence[int],
+                     device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
+    """``target`` images from source images, image i drawn from its own seed (reproducible alone)."""
+    model = model.to(device)
+    translated = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack(list(images[start:start + batch_size])).to(device)
+        generators = [torch.Generator().manual_seed(modality_seed(seed, target)) for seed in seeds[start:start + batch_size]]
+        translated += list(model.translate(batch, target, generators).float().cpu())
+    return translated
