@@ -160,11 +160,16 @@ class TrainingPlan:
     @property
     def aligned(self) -> tuple[str, ...]:
         """The modalities in the aligned space (the centre, then the star in alignment order)."""
-        return () if self.center is None else (self.center, *(edge.modality for edge in self.star))
+        return aligned_modalities(self.center, self.star)
 
     @property
     def translation_edges(self) -> tuple[PairEdge, ...]:
         return tuple(edge for edge in self.graph.pairs if edge.is_translation)
+
+
+def aligned_modalities(center: str | None, star: tuple[AlignmentEdge, ...]) -> tuple[str, ...]:
+    """The centre, then the star's modalities in alignment order; none without a centre."""
+    return () if center is None else (center, *(edge.modality for edge in star))
 
 
 def medm2g_modalities(graph: PairGraph) -> tuple[str, ...]:
@@ -379,7 +384,7 @@ def generation_tasks(graph: PairGraph, center: str | None,
     """Every ordered pair of the aligned modalities (all are linked once the star spans them), then
     both directions of every translation edge, done by that edge's backend."""
     paired = {edge.key for edge in graph.pairs if edge.paired and not edge.is_translation}
-    names = sorted([edge.modality for edge in star] + ([center] if center is not None else []))
+    names = sorted(aligned_modalities(center, star))
     tasks = [GenerationTask(source, target, frozenset((source, target)) in paired,
                             _star_path(star, center, source, target))
              for source in names for target in names if source != target]
@@ -429,6 +434,6 @@ def build_plan(graph: PairGraph, imaging: set[str] | None = None) -> TrainingPla
         stages=stages,
         unused_pairs=unused,
         tasks=tasks,
-        joint_targets=tuple(sorted(([center] if center is not None else []) + [edge.modality for edge in star])),
+        joint_targets=tuple(sorted(aligned_modalities(center, star))),
         cost=cost_report(graph, star, stages, tasks),
     )

@@ -75,7 +75,8 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
 
     syndiff, record = train_syndiff_baseline(run, plan, source, target, folder)
     started = time.perf_counter()
-    translated = translate_images(syndiff, target, sources, [seed + i for i in range(len(sources))], run.device)
+    translated = translate_images(syndiff, target, sources, [request.row_seed(i) for i in range(len(sources))],
+                                  run.device)  # the same per-row seeds as the medm2g row
     add(f"SynDiff, unpaired ({syndiff.config.steps} steps)", translated, time.perf_counter() - started,
         f"{record['steps']} steps of {record['batch_size']} on the {source}-{target} data drawn unpaired"
         + (f", {record['seconds']:.0f} s" if record.get("seconds") else ""))

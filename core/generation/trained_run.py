@@ -81,12 +81,8 @@ class TrainedRun:
 
     def translatable(self) -> list[tuple[str, str]]:
         """(source, target) of every direction a trained translation edge (SynDiff) can do."""
-        pairs = []
-        for path in sorted((self.layout.root / "models").glob("*-*/syndiff.safetensors")):
-            a, _, b = path.parent.name.partition("-")
-            if a in self.registry and b in self.registry:
-                pairs += [(a, b), (b, a)]
-        return pairs
+        return [direction for a, b in self.layout.translations()
+                if a in self.registry and b in self.registry for direction in ((a, b), (b, a))]
 
     def generatable(self) -> list[str]:
         """Modalities whose VAE and denoiser this run has: the possible outputs."""

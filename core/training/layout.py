@@ -60,6 +60,11 @@ class RunLayout:
         """The weights a translation edge a-b trained with ``backend`` (SynDiff: both directions)."""
         return self.root / "models" / f"{a}-{b}" / f"{backend}.safetensors"
 
+    def translations(self, backend: str = "syndiff") -> list[tuple[str, str]]:
+        """(a, b) of every translation edge whose ``backend`` weights this run holds."""
+        found = (path.parent.name.partition("-") for path in (self.root / "models").glob(f"*-*/{backend}.safetensors"))
+        return sorted((a, b) for a, _, b in found)
+
     def exported(self, modality: str, part: str) -> Path:
         """A plain diffusers/transformers folder of a model that can export one."""
         return self.root / "models" / modality / part
