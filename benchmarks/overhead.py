@@ -3,7 +3,8 @@ written by hand with the diffusers models, on the same models, batch and process
 
 medm2g's step is :func:`medm2g.core.training.loop.run_steps` driving a round built by
 :func:`medm2g.core.training.cross_guided.build_round` (seeding, batching, frozen encodings,
-loss, clipping, optimizer and LR schedule, the loss log, the progress bar). The hand-written
+loss, clipping, optimizer and LR schedule, the loss log, the progress bar, all on the accelerate
+engine with its per-sample random draws). The hand-written
 loop does the same per step with plain torch: index a batch, encode with the frozen VAEs and
 prompt encoders, noise both latents at one t, each denoiser attends to the other's V([z_t, f]),
 MSE, backward, clip, Adam, LR step. Both run without the latent cache (the hand loop has none);
@@ -33,6 +34,7 @@ from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.run_config import load_run_config
 from medm2g.core.training.batches import batch_indices
 from medm2g.core.training.cross_guided import build_round
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import run_steps, warmup_cosine
 from medm2g.core.training.run import load_run_plan
@@ -43,17 +45,19 @@ WARMUP_STEPS = 2
 
 def medm2g_step_seconds(plan, stage, registry, config, layout, device, steps: int) -> float:
     """Median steady-state seconds per step of medm2g's own loop (from its loss log's clock)."""
-    round_ = build_round(plan, stage, registry, config, layout, device)
+    engine = Engine(config.acceleration, device)
+    round_ = build_round(plan, stage, registry, config, layout, engine)
     with tempfile.TemporaryDirectory() as scratch:
         history, _ = run_steps(stage, RunLayout(scratch), round_.stateful(), round_.optimizer, round_.step_loss,
-                               steps, steps, config.seed, config.cross_guidance.warmup_steps, max_grad_norm=1.0)
+                               steps, steps, config.seed, round_.batching, engine, config.cross_guidance.warmup_steps,
+                               max_grad_norm=1.0)
     clock = [row["seconds"] for row in history]
     return statistics.median(b - a for a, b in zip(clock[WARMUP_STEPS:], clock[WARMUP_STEPS + 1:]))
 
 
 def hand_step_seconds(plan, stage, registry, config, layout, device, steps: int) -> float:
     """The same maths by hand; median seconds per step after the warm-up steps."""
-    round_ = build_round(plan, stage, registry, config, layout, device)
+    round_ = build_round(plan, stage, registry, config, layout, Engine(config.acceleration, device))
     a, b = stage.modalities
     sides, vaes, encoders, data = round_.sides, round_.vaes, round_.encoders, round_.data
     parameters = [p for group in round_.optimizer.param_groups for p in group["params"]]
@@ -66,7 +70,7 @@ def hand_step_seconds(plan, stage, registry, config, layout, device, steps: int)
     for step in range(steps):
         started = time.perf_counter()
         generator = torch.Generator().manual_seed(step)
-        items = [data[i] for i in batch_indices(len(data), round_.batch_size, config.seed, step)]
+        items = [data[i] for i in batch_indices(len(data), round_.batching.batch_size, config.seed, step)]
         inputs = {m: (torch.stack([item[m] for item in items]).to(device) if isinstance(items[0][m], torch.Tensor)
                       else [item[m] for item in items]) for m in (a, b)}
         with torch.no_grad():

@@ -154,6 +154,20 @@ def _prepared_run(args: argparse.Namespace):
     return registry, config, prepare_run(graph, registry, config, args.out)
 
 
+def _engine_and_run(args: argparse.Namespace):
+    """This process's training engine (one of an ``accelerate launch``, or alone) and the prepared run:
+    the main process binds the config and writes the plan and any phantom cohort first, the others
+    then read them."""
+    from medm2g.core.training.encoders import resolve_device
+    from medm2g.core.training.engine import Engine
+
+    config = _run_config(args)
+    engine = Engine(config.acceleration, resolve_device(config.device))
+    with engine.main_first():
+        registry, config, plan = _prepared_run(args)
+    return engine, registry, config, plan
+
+
 def _print_stages(results, index_width: int, loss_digits: int) -> None:
     """One line per stage: its time this session (or that it was complete already) and its last loss."""
     for result in results:
@@ -167,8 +181,11 @@ def _command_align(args: argparse.Namespace) -> int:
     from medm2g.core.retrieval import format_retrieval
     from medm2g.core.training.alignment import align, evaluate_alignment
 
-    registry, config, plan = _prepared_run(args)
-    _print_stages(align(plan, registry, config, args.out), index_width=1, loss_digits=3)
+    engine, registry, config, plan = _engine_and_run(args)
+    results = align(plan, registry, config, args.out, engine)
+    if not engine.is_main:
+        return 0
+    _print_stages(results, index_width=1, loss_digits=3)
     rows = evaluate_alignment(plan, registry, config, args.out)
     print(f"\nheld-out retrieval ({rows[0].subjects} subjects; pairs marked 'no' were never trained together):")
     print(format_retrieval(rows))
@@ -179,8 +196,11 @@ def _command_align(args: argparse.Namespace) -> int:
 def _command_train(args: argparse.Namespace) -> int:
     from medm2g.core.training.trainer import train
 
-    registry, config, plan = _prepared_run(args)
-    _print_stages(train(plan, registry, config, args.out), index_width=2, loss_digits=4)
+    engine, registry, config, plan = _engine_and_run(args)
+    results = train(plan, registry, config, args.out, engine=engine)
+    if not engine.is_main:
+        return 0
+    _print_stages(results, index_width=2, loss_digits=4)
     encoders = f" and {args.out / 'encoders'}" if (args.out / "encoders").is_dir() else ""
     print(f"trained models in {args.out / 'models'}{encoders}; records and loss curves in {args.out / 'stages'}")
     return 0

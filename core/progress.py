@@ -9,7 +9,15 @@ T = TypeVar("T")
 
 
 def progress(items: Iterable[T], desc: str, unit: str = "it", total: int | None = None) -> Iterable[T]:
-    """Wrap an iterable in a tqdm bar on stderr; disabled when stderr is not a terminal."""
+    """Wrap an iterable in a tqdm bar on stderr; disabled when stderr is not a terminal, and on every
+    process of a distributed run but the first (one bar, not one per process)."""
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit=unit, total=total, disable=not sys.stderr.isatty(), leave=False)
+    return tqdm(items, desc=desc, unit=unit, total=total, disable=not sys.stderr.isatty() or not _first_process(),
+                leave=False)
+
+
+def _first_process() -> bool:
+    import torch.distributed as distributed
+
+    return not (distributed.is_available() and distributed.is_initialized()) or distributed.get_rank() == 0

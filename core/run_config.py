@@ -102,6 +102,35 @@ class LDMStageConfig:
     checkpoint_every: int = attrs.field(default=100, validator=positive)
 
 
+MIXED_PRECISION = ("no", "bf16", "fp16")
+
+
+def _below_one(instance, attribute, value) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"{attribute.name} must be in [0, 1), got {value}")
+
+
+@attrs.frozen
+class AccelerationConfig:
+    """How every training stage runs on Hugging Face accelerate (``accelerate launch``).
+
+    A stage's ``batch_size`` is the batch of one optimizer step, whatever the hardware: the
+    launched processes and ``gradient_accumulation_steps`` micro-batches share it out, and
+    the per-sample random draws do not depend on the split, so those two only trade memory
+    and speed. ``mixed_precision`` (``bf16``; ``fp16`` on CUDA with a gradient scaler) runs
+    the steps under autocast with the frozen models stored in that precision; trained
+    weights, optimizer state and checkpoints stay float32. ``gradient_checkpointing``
+    recomputes activations in the backward pass (diffusers, transformers and timm models).
+    ``ema_decay`` > 0 keeps an exponential moving average of each stage's trained
+    parameters, warmed up as min(decay, (1 + k) / (10 + k)), and saves it as the stage's weights.
+    """
+
+    mixed_precision: str = attrs.field(default="no", validator=attrs.validators.in_(MIXED_PRECISION))
+    gradient_accumulation_steps: int = attrs.field(default=1, validator=positive)
+    gradient_checkpointing: bool = False
+    ema_decay: float = attrs.field(default=0.0, validator=_below_one)
+
+
 def _optional_pair(value):
     return None if value is None else (float(value[0]), float(value[1]))
 
@@ -143,7 +172,8 @@ class RunConfig:
     denoisers' kernel: ``auto`` (xformers with CUDA when installed, else PyTorch SDPA),
     ``sdpa`` or ``xformers`` (falls back to SDPA, logged, where it cannot run). ``latent_cache``
     encodes each sample once with the frozen VAE and prompt encoder for the LDM stages and rounds
-    (``RUN/cache/latents``) instead of at every step.
+    (``RUN/cache/latents``) instead of at every step. ``acceleration``: processes, micro-batches,
+    mixed precision, gradient checkpointing and EMA (see :class:`AccelerationConfig`).
     ``phantom_subjects`` sizes the phantom cohort generated for a shipped graph that
     has no data of its own (the embedded default data).
     """
@@ -155,6 +185,7 @@ class RunConfig:
     attention: str = attrs.field(default="auto", validator=attrs.validators.in_(ATTENTION_BACKENDS))
     phantom_subjects: int = attrs.field(default=600, validator=positive)
     latent_cache: bool = True
+    acceleration: AccelerationConfig = AccelerationConfig()
     alignment: AlignmentConfig = AlignmentConfig()
     vae: VAEStageConfig = VAEStageConfig()
     ldm: LDMStageConfig = LDMStageConfig()

@@ -25,6 +25,7 @@ from medm2g.core.syndiff.training import train_syndiff
 from medm2g.core.syndiff.unpaired import UnpairedBatches
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.history import draw_curves
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, stage_record
@@ -65,18 +66,23 @@ def save_syndiff(path: Path, model: SynDiff, source: str) -> Path:
 
 
 def run_syndiff_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                      layout: RunLayout, device: torch.device) -> dict:
-    """Train (or resume) the SynDiff of the stage's edge; returns its record."""
+                      layout: RunLayout, engine: Engine) -> dict:
+    """Train (or resume) the SynDiff of the stage's edge; returns its record. SynDiff's alternating
+    critic and generator half-steps keep their own loop: it runs on the main process, the others
+    wait for it."""
     a, b = stage.modalities
     edge = next(e for e in plan.translation_edges if (e.a, e.b) == (a, b))
+    if not engine.is_main:
+        return complete_stage(layout, stage, {}, engine)
     model, history, seconds, images = fit_syndiff(
-        plan.graph, stage.datasets, a, b, registry, config, device, config.seed + stage.index,
+        plan.graph, stage.datasets, a, b, registry, config, engine.device, config.seed + stage.index,
         f"stage {stage.index}: {stage.title}", state=layout.stage_state(stage), history=layout.stage_history(stage),
         curves=layout.stage_curves(stage))
     weights = save_syndiff(layout.translation(a, b), model, stage.title)
     return complete_stage(layout, stage, stage_record(
         stage, sum(images.values()), config.syndiff.training_steps, seconds, history, config,
-        stage_details={"backend": edge.backend, "paired_data": edge.paired}, weights=str(weights), images=images))
+        stage_details={"backend": edge.backend, "paired_data": edge.paired}, weights=str(weights), images=images),
+        engine)
 
 
 def load_syndiff(registry: ModalityRegistry, a: str, b: str, config: RunConfig, layout: RunLayout) -> SynDiff:

@@ -33,7 +33,7 @@ from medm2g.core.losses import LearnableTemperature, symmetric_info_nce, visual_
 from medm2g.core.manifest import Manifest, read_manifest, validate_manifest
 from medm2g.core.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
 from medm2g.core.run_config import AlignmentConfig, RunConfig
-from medm2g.core.training.batches import batch_indices, make_batch, to_device
+from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import manifest_path, paired_records
 from medm2g.core.training.encoders import (
     build_prompt_encoder,
@@ -41,8 +41,10 @@ from medm2g.core.training.encoders import (
     resolve_device,
     save_prompt_encoder,
 )
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import StageResult, complete_stage, run_steps, stage_record
+from medm2g.core.training.shards import Shard
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.align")
@@ -58,23 +60,23 @@ class AlignmentStep:
         self.trained = {group.modality for group in stage.trains}
         self.visual_invariant = set(stage.visual_invariant) if config.visual_invariant else set()
 
-    def __call__(self, batch: dict, generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, dict]:
+    def __call__(self, batch: dict, shard: Shard, device: torch.device) -> tuple[torch.Tensor, dict]:
         embeddings, vi_terms = {}, {}
         for modality in self.stage.modalities:
             samples = to_device(batch[modality], device)
             encoder = self.encoders[modality]
             if modality not in self.trained:
                 with torch.no_grad():
-                    embeddings[modality] = encoder(samples)
+                    embeddings[modality] = shard.gather(encoder(samples).float())
                 continue
             if modality in self.visual_invariant:
                 augment = self.augmentations[modality]
-                view_1, view_2 = augment(samples, generator), augment(samples, generator)
-                z_1, z_2 = encoder(torch.cat([view_1, view_2])).chunk(2)
+                view_1, view_2 = shard.random.each_sample(augment, samples), shard.random.each_sample(augment, samples)
+                z_1, z_2 = (shard.gather(z.float()) for z in encoder(torch.cat([view_1, view_2])).chunk(2))
                 vi_terms[modality] = visual_invariant_loss(z_1, z_2, self.config.lambda_offdiagonal)
                 embeddings[modality] = z_1
             else:
-                embeddings[modality] = encoder(samples)
+                embeddings[modality] = shard.gather(encoder(samples).float())
         a, b = self.stage.modalities
         tau = self.temperature() if self.config.learn_temperature else torch.tensor(self.config.temperature)
         info_nce = symmetric_info_nce(embeddings[a], embeddings[b], tau)
@@ -109,9 +111,13 @@ def _validation_recall(graph, stage: Stage, encoders, registry, device) -> dict 
 
 
 def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn.Module], registry: ModalityRegistry,
-                        config: RunConfig, layout: RunLayout, device: torch.device) -> dict:
-    """Train one alignment stage from where it stopped; returns its record."""
-    settings = config.alignment
+                        config: RunConfig, layout: RunLayout, engine: Engine) -> dict:
+    """Train one alignment stage from where it stopped; returns its record.
+
+    On several processes the embeddings are gathered before the losses, so InfoNCE's negatives
+    and Barlow Twins' batch statistics span the whole step's batch, as on one process; what
+    stays per process is BatchNorm's statistics and dropout masks inside the encoders."""
+    settings, device = config.alignment, engine.device
     trained = [group.modality for group in stage.trains]
     for modality in stage.modalities:
         encoders[modality].to(device)
@@ -119,9 +125,10 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
             encoders[modality].train().requires_grad_(True)
         else:
             _freeze(encoders[modality])
+    engine.checkpoint_gradients(*(encoders[m] for m in trained))
     data = paired_records(plan.graph, stage.datasets, stage.modalities, registry, split="train")
-    batch_size = min(settings.batch_size, len(data))
-    temperature = LearnableTemperature(settings.temperature).to(device)
+    batching = engine.batching(len(data), settings.batch_size, config.seed + stage.index, "alignment.batch_size")
+    temperature = LearnableTemperature(settings.temperature).to(device).requires_grad_(settings.learn_temperature)
     augmentations = {m: registry[m].augmentation() for m in stage.visual_invariant}
     compute = AlignmentStep(stage, encoders, augmentations, temperature, settings)
     parameters = [p for m in trained for p in encoders[m].parameters()]
@@ -130,23 +137,23 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     stateful = {**{m: encoders[m] for m in trained}, "temperature": temperature}
 
-    def step_loss(step: int, generator: torch.Generator):
-        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        return compute(batch, generator, device)
+    def step_loss(shard: Shard):
+        return compute(make_batch(data, shard.indices), shard, device)
 
     history, seconds = run_steps(stage, layout, stateful, optimizer, step_loss, settings.steps,
-                                 settings.checkpoint_every, config.seed, settings.warmup_steps)
+                                 settings.checkpoint_every, config.seed, batching, engine, settings.warmup_steps)
 
     for modality in trained:
         _freeze(encoders[modality])
-        save_prompt_encoder(layout, modality, encoders[modality], config, stage.title)
+        if engine.is_main:
+            save_prompt_encoder(layout, modality, encoders[modality], config, stage.title)
     return complete_stage(layout, stage, stage_record(
         stage, len(data), settings.steps, seconds, history, config,
         stage_details={"visual_invariant": list(compute.visual_invariant)},
         temperature=float(temperature().detach()),
-        validation=_validation_recall(plan.graph, stage, encoders, registry, device),
+        validation=_validation_recall(plan.graph, stage, encoders, registry, device) if engine.is_main else None,
         encoders={m: str(layout.encoder(m)) for m in trained},
-    ))
+    ), engine)
 
 
 def evaluation_manifest(plan: TrainingPlan, registry: ModalityRegistry, path: Path | None = None) -> Manifest:
@@ -171,10 +178,11 @@ def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: R
     return rows
 
 
-def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path) -> list[StageResult]:
+def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
+          engine: Engine | None = None) -> list[StageResult]:
     """Run (or resume) every alignment stage of ``plan``; aligned encoders land in ``RUN/encoders``."""
     layout = RunLayout(run_dir)
-    device = resolve_device(config.device)
+    engine = engine or Engine(config.acceleration, resolve_device(config.device))
     stages = plan.stages_of(StageKind.ALIGNMENT)
     encoders = {m: build_prompt_encoder(registry, m, config) for m in plan.aligned}
     results = []
@@ -187,6 +195,6 @@ def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
             logger.info("%s: already complete in %s", stage.title, run_dir)
             continue
         logger.info("stage %d/%d: %s on %s", stage.index, len(stages), stage.title, ", ".join(stage.datasets))
-        record = run_alignment_stage(plan, stage, encoders, registry, config, layout, device)
+        record = run_alignment_stage(plan, stage, encoders, registry, config, layout, engine)
         results.append(StageResult(stage, record, skipped=False))
     return results

@@ -19,11 +19,13 @@ from medm2g.core.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Stage, TrainingPlan
 from medm2g.core.run_config import RunConfig
-from medm2g.core.training.batches import batch_indices, make_batch, to_device
+from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
+from medm2g.core.training.shards import Shard
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
@@ -49,33 +51,36 @@ def calibrate_scale(vae: nn.Module, data, batch_size: int, samples: int, modalit
 
 
 def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                  layout: RunLayout, device: torch.device) -> dict:
-    """Train (or resume) the VAE of ``stage.modalities[0]``; returns its record."""
+                  layout: RunLayout, engine: Engine) -> dict:
+    """Train (or resume) the VAE of ``stage.modalities[0]``; returns its record. The VAE's own loss
+    draws its posterior samples batch-wise, from one generator per micro-batch."""
     (modality,) = stage.modalities
-    settings = config.vae
+    settings, device = config.vae, engine.device
     vae = build_vae(registry, modality, config).to(device).train()
+    engine.checkpoint_gradients(vae)
     data = paired_records(plan.graph, stage.datasets, (modality,), registry, split="train")
-    batch_size = min(settings.batch_size, len(data))
+    batching = engine.batching(len(data), settings.batch_size, config.seed + stage.index, "vae.batch_size")
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     kl_weight = settings.text_kl_weight if is_text else settings.image_kl_weight
     steps = settings.text_steps if is_text else settings.steps
     optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
-    def step_loss(step: int, generator: torch.Generator):
-        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        return vae.training_loss(to_device(batch[modality], device), generator=generator, kl_weight=kl_weight)
+    def step_loss(shard: Shard):
+        batch = make_batch(data, shard.indices)
+        return vae.training_loss(to_device(batch[modality], device), generator=shard.generator, kl_weight=kl_weight)
 
-    history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, steps,
-                                 settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
-    scale = calibrate_scale(vae, data, batch_size, settings.scale_samples, modality, device)
+    history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, steps, settings.checkpoint_every,
+                                 config.seed, batching, engine, settings.warmup_steps, max_grad_norm=1.0)
+    scale = calibrate_scale(vae, data, batching.batch_size, settings.scale_samples, modality, device)
     vae.set_scaling_factor(scale)
-    save_module(layout.vae(modality), vae, {"modality": modality, "size": config.size.value,
-                                            "scaling_factor": f"{scale:.8g}", "stage": stage.title})
-    if hasattr(vae, "export_pretrained"):
-        vae.export_pretrained(layout.exported(modality, "vae"))
+    if engine.is_main:
+        save_module(layout.vae(modality), vae, {"modality": modality, "size": config.size.value,
+                                                "scaling_factor": f"{scale:.8g}", "stage": stage.title})
+        if hasattr(vae, "export_pretrained"):
+            vae.export_pretrained(layout.exported(modality, "vae"))
     logger.info("%s: done, latent scale %.4f", stage.title, scale)
     return complete_stage(layout, stage, stage_record(stage, len(data), steps, seconds, history, config,
-                                                      scaling_factor=scale, weights=str(layout.vae(modality))))
+                                                      scaling_factor=scale, weights=str(layout.vae(modality))), engine)
 
 
 def load_vae(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout) -> nn.Module:

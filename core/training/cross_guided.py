@@ -35,12 +35,14 @@ from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Part, Stage, TrainingPlan
 from medm2g.core.run_config import RunConfig
 from medm2g.core.training.autoencoding import load_vae
-from medm2g.core.training.batches import batch_indices, make_batch, to_device
+from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.latent_diffusion import frozen_encodings, load_denoiser, stage_cache
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
+from medm2g.core.training.shards import Batching, Shard
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
@@ -57,8 +59,8 @@ class CrossGuidedSide(nn.Module):
         self.modality = modality
         settings = config.cross_guidance
         self.denoiser = denoiser
-        self.guidance_layers = attach_cross_guidance(denoiser, guidance_dim=config.embed_dim)
-        with seeded_init(config.seed + 3, modality):
+        with seeded_init(config.seed + 3, modality):  # theta_c's initial weights too: not the process's history
+            self.guidance_layers = attach_cross_guidance(denoiser, guidance_dim=config.embed_dim)
             self.context_encoder = ContextEncoder(tuple(latent_shape), config.embed_dim, settings)
             self.adaptation = Adaptation(settings.adaptation_tokens, config.embed_dim, settings.width)
 
@@ -126,18 +128,18 @@ def side_loss(target: str, other: str, sides, targets, noisy, timesteps, embeddi
 @attrs.define(eq=False)
 class Round:
     """One multi-flow round ready to step: its sides, the frozen models around them, the optimizer
-    over exactly the groups the plan trains, and the loss of step k."""
+    over exactly the groups the plan trains, its batches and the loss of one micro-batch."""
 
     stage: Stage
     sides: dict[str, CrossGuidedSide]
     trained_sides: list[str]
     optimizer: torch.optim.Optimizer
     records: int
-    step_loss: Callable[[int, torch.Generator], tuple[torch.Tensor, dict]]
+    step_loss: Callable[[Shard], tuple[torch.Tensor, dict]]
     vaes: dict[str, nn.Module]
     encoders: dict[str, nn.Module]
     data: object  # the round's paired records
-    batch_size: int
+    batching: Batching
 
     def stateful(self) -> dict[str, nn.Module]:
         """What a resumable state holds: the trainable parts of the trained sides."""
@@ -145,11 +147,12 @@ class Round:
 
 
 def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                layout: RunLayout, device: torch.device) -> Round:
+                layout: RunLayout, engine: Engine) -> Round:
     """Frozen means free: everything the round does not train is loaded frozen (no grad, so no
-    ``.grad`` after a step) and stays out of the optimizer, whose state is sized to the trained
-    groups alone; a side with nothing to train costs no backward pass."""
-    pair = stage.modalities
+    ``.grad`` after a step; stored in the mixed precision when the run has one) and stays out of
+    the optimizer, whose state is sized to the trained groups alone; a side with nothing to train
+    costs no backward pass."""
+    pair, device = stage.modalities, engine.device
     trained_groups = {(g.modality, g.part) for g in stage.trains}
     trained_sides = [m for m in pair if any((m, part) in trained_groups for part in Part)]
     sides = {m: build_side(registry, m, config, layout, load_trained=m not in trained_sides).to(device) for m in pair}
@@ -166,30 +169,32 @@ def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, co
                 for parameter in group:
                     parameter.requires_grad_(True)
                 parameters += group
+    engine.cast_frozen(*sides.values(), *vaes.values(), *encoders.values())
+    engine.checkpoint_gradients(*(side.denoiser for side in sides.values()))
     data = paired_records(plan.graph, stage.datasets, pair, registry, split="train")
-    batch_size = min(config.cross_guidance.batch_size, len(data))
-    with torch.no_grad():  # f_M starts at C_M(x_M) of sampled training records (Textual Inversion)
-        sample = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, 0))
+    batching = engine.batching(len(data), config.cross_guidance.batch_size, config.seed + stage.index,
+                               "cross_guidance.batch_size")
+    with torch.no_grad(), engine.autocast():  # f_M starts at C_M(x_M) of sampled training records (Textual Inversion)
+        sample = make_batch(data, batching.indices(0))
         for modality in trained_sides:
-            embeddings = encoders[modality](to_device(sample[modality], device))
+            embeddings = encoders[modality](to_device(sample[modality], device)).float()
             sides[modality].adaptation.initialise_from(embeddings, torch.Generator().manual_seed(config.seed))
     optimizer = torch.optim.Adam(parameters, lr=config.cross_guidance.learning_rate,
                                  weight_decay=config.cross_guidance.weight_decay)
     scheduler = training_scheduler(config.diffusion)
 
-    caches = {m: stage_cache(config, layout, m, vaes[m], encoders[m], data, device) for m in pair}
+    caches = {m: stage_cache(config, layout, m, vaes[m], encoders[m], data, engine) for m in pair}
 
-    def step_loss(step: int, generator: torch.Generator):
-        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
+    def step_loss(shard: Shard):
+        batch = make_batch(data, shard.indices)
         latents, embeddings = {}, {}
-        for m in pair:  # in pair order: the posterior draws come from the generator as without a cache
-            latents[m], embeddings[m] = frozen_encodings(batch[m], vaes[m], encoders[m], caches[m], generator, device)
-        size = len(batch["subject_id"])
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
-        noise = {m: torch.randn(latents[m].shape, generator=generator).to(device) for m in pair}
+        for m in pair:  # in pair order: each sample draws its posteriors, then its timestep and noises
+            latents[m], embeddings[m] = frozen_encodings(batch[m], vaes[m], encoders[m], caches[m], shard, device)
+        timesteps = shard.random.randint(scheduler.config.num_train_timesteps).to(device)
+        noise = {m: shard.random.randn(*latents[m].shape[1:]).to(device) for m in pair}
         noisy = {m: scheduler.add_noise(latents[m], noise[m], timesteps) for m in pair}
         targets = {m: training_target(scheduler, latents[m], noise[m], timesteps) for m in pair}
-        keep = (torch.rand(size, generator=generator) >= config.diffusion.condition_dropout).to(device)
+        keep = (shard.random.rand() >= config.diffusion.condition_dropout).to(device)
         a, b = pair
         terms = {}
         for target, other in ((a, b), (b, a)):
@@ -199,19 +204,20 @@ def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, co
         loss = sum(terms.values())
         return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
 
-    return Round(stage, sides, trained_sides, optimizer, len(data), step_loss, vaes, encoders, data, batch_size)
+    return Round(stage, sides, trained_sides, optimizer, len(data), step_loss, vaes, encoders, data, batching)
 
 
 def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                    layout: RunLayout, device: torch.device) -> dict:
+                    layout: RunLayout, engine: Engine) -> dict:
     """Train (or resume) one multi-flow round; saves the cross-guided parts of the sides it trains."""
-    round_ = build_round(plan, stage, registry, config, layout, device)
+    round_ = build_round(plan, stage, registry, config, layout, engine)
     history, seconds = run_steps(stage, layout, round_.stateful(), round_.optimizer, round_.step_loss,
                                  config.cross_guidance.steps, config.cross_guidance.checkpoint_every, config.seed,
-                                 config.cross_guidance.warmup_steps, max_grad_norm=1.0)
-    for modality in round_.trained_sides:
-        save_tensors(layout.cross_guided(modality), round_.sides[modality].trained_state(),
-                     {"modality": modality, "stage": stage.title, "size": config.size.value})
+                                 round_.batching, engine, config.cross_guidance.warmup_steps, max_grad_norm=1.0)
+    if engine.is_main:
+        for modality in round_.trained_sides:
+            save_tensors(layout.cross_guided(modality), round_.sides[modality].trained_state(),
+                         {"modality": modality, "stage": stage.title, "size": config.size.value})
     return complete_stage(layout, stage, stage_record(
         stage, round_.records, config.cross_guidance.steps, seconds, history, config,
-        weights={m: str(layout.cross_guided(m)) for m in round_.trained_sides}))
+        weights={m: str(layout.cross_guided(m)) for m in round_.trained_sides}), engine)

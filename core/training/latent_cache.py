@@ -3,9 +3,9 @@ embedding, kept on disk and reused by every later stage and epoch.
 
 After their stages the VAEs and prompt encoders never change, yet every LDM step and every
 round step used to run both on the batch again. The cache keeps, per sample, the posterior
-(mean, log-variance) and the embedding; a step then draws its latent from the cached posterior
-with the step's own generator, the same draw ``vae.encode`` makes, so training with and without
-the cache is the same computation.
+(mean, log-variance) and the embedding; a step then draws each sample's latent from the cached
+posterior with the sample's own generator, the draw it makes from a freshly encoded posterior,
+so training with and without the cache is the same computation.
 
 A cache file belongs to one modality, one VAE and one encoder: its name carries a hash of their
 weights, so retraining either (or a new run config building them differently) starts a new
@@ -103,10 +103,6 @@ class LatentCache:
         save_tensors(self.path, {"mean": self.mean, "logvar": self.logvar, "embedding": self.embedding},
                      {"samples": json.dumps(order), "modality": self.modality})
         logger.info("latent cache %s: %d samples encoded, %d in all", self.path.name, len(keys), len(order))
-
-    def latents(self, mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A latent per row drawn with ``generator``: the draw ``vae.encode(samples, generator)`` makes."""
-        return self.vae.sample_latents(mean, logvar, generator=generator)
 
 
 def warm(cache: LatentCache, data, modality: str, device: torch.device) -> None:

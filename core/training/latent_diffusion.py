@@ -25,12 +25,14 @@ from medm2g.core.errors import CheckpointError
 from medm2g.core.graph_engine import Stage, TrainingPlan
 from medm2g.core.run_config import RunConfig
 from medm2g.core.training.autoencoding import load_vae
-from medm2g.core.training.batches import batch_indices, make_batch, to_device
+from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.latent_cache import LatentCache, cacheable, warm
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
+from medm2g.core.training.shards import Shard
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
@@ -50,13 +52,11 @@ class LatentDiffusionStep:
         self.modality, self.vae, self.encoder, self.denoiser = modality, vae, encoder, denoiser
         self.scheduler, self.condition_dropout, self.cache = scheduler, condition_dropout, cache
 
-    def __call__(self, batch: dict, generator: torch.Generator, device: torch.device):
-        latents, embeddings = frozen_encodings(batch[self.modality], self.vae, self.encoder, self.cache,
-                                               generator, device)
-        size = latents.shape[0]
-        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (size,), generator=generator).to(device)
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        keep = (torch.rand(size, generator=generator) >= self.condition_dropout).to(device)
+    def __call__(self, batch: dict, shard: Shard, device: torch.device):
+        latents, embeddings = frozen_encodings(batch[self.modality], self.vae, self.encoder, self.cache, shard, device)
+        timesteps = shard.random.randint(self.scheduler.config.num_train_timesteps).to(device)
+        noise = shard.random.randn(*latents.shape[1:]).to(device)
+        keep = (shard.random.rand() >= self.condition_dropout).to(device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         predicted = self.denoiser(noisy, timesteps, condition_context(embeddings, keep))
         target = training_target(self.scheduler, latents, noise, timesteps)
@@ -64,65 +64,74 @@ class LatentDiffusionStep:
         return loss, {"conditioned_fraction": float(keep.float().mean())}
 
 
-def frozen_encodings(samples, vae: nn.Module, encoder: nn.Module, cache: LatentCache | None,
-                     generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents, prompt embeddings) of a batch under the frozen VAE and C_M: from ``cache`` when
-    there is one, else encoded now; the latent's posterior draw comes from ``generator`` either way."""
+def frozen_encodings(samples, vae: nn.Module, encoder: nn.Module, cache: LatentCache | None, shard: Shard,
+                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, prompt embeddings) of a micro-batch under the frozen VAE and C_M: from ``cache``
+    when there is one, else encoded now. Each sample's latent is drawn from its posterior with the
+    sample's own generator; a plugin VAE without a posterior draws batch-wise instead."""
     with torch.no_grad():
         if cache is not None:
             mean, logvar, embeddings = cache.lookup(samples, device)
-            return cache.latents(mean, logvar, generator), embeddings
+            return shard.random.latents(vae, mean, logvar), embeddings
         samples = to_device(samples, device)
-        return vae.encode(samples, generator=generator), encoder(samples).float()
+        if cacheable(vae):
+            mean, logvar = vae.posterior(samples)
+            return shard.random.latents(vae, mean.float(), logvar.float()), encoder(samples).float()
+        return vae.encode(samples, generator=shard.generator), encoder(samples).float()
 
 
 def stage_cache(config: RunConfig, layout: RunLayout, modality: str, vae: nn.Module, encoder: nn.Module,
-                data, device: torch.device) -> LatentCache | None:
-    """The stage's latent cache, filled with every sample of ``data`` up front; None when the run
-    config turns caching off or the VAE cannot be cached."""
+                data, engine: Engine) -> LatentCache | None:
+    """The stage's latent cache, filled with every sample of ``data`` up front (by the main process,
+    which writes it; the others then read it); None when the run config turns caching off or the
+    VAE cannot be cached."""
     if not config.latent_cache:
         return None
     if not cacheable(vae):
         logger.info("latent cache: %s's VAE has no posterior/sample_latents; encoding every step", modality)
         return None
-    cache = LatentCache(layout.latent_cache, modality, vae, encoder)
-    warm(cache, data, modality, device)
+    with engine.main_first(), engine.autocast():
+        cache = LatentCache(layout.latent_cache, modality, vae, encoder)
+        warm(cache, data, modality, engine.device)
     return cache
 
 
 def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                  layout: RunLayout, device: torch.device) -> dict:
+                  layout: RunLayout, engine: Engine) -> dict:
     """Train (or resume) the denoiser of ``stage.modalities[0]``; returns its record."""
     (modality,) = stage.modalities
-    settings = config.ldm
+    settings, device = config.ldm, engine.device
     vae = load_vae(registry, modality, config, layout).to(device)
     encoder = load_prompt_encoders(registry, [modality], config, layout)[modality].to(device).requires_grad_(False)
+    engine.cast_frozen(vae, encoder)
     denoiser = build_denoiser(registry, modality, config).to(device).train()
     configure_attention(denoiser, config.attention, device)
+    engine.checkpoint_gradients(denoiser)
     data = paired_records(plan.graph, stage.datasets, (modality,), registry, split="train")
-    batch_size = min(settings.batch_size, len(data))
+    batching = engine.batching(len(data), settings.batch_size, config.seed + stage.index, "ldm.batch_size")
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
     steps = settings.text_steps if is_text else settings.steps
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
-    cache = stage_cache(config, layout, modality, vae, encoder, data, device)
+    cache = stage_cache(config, layout, modality, vae, encoder, data, engine)
     compute = LatentDiffusionStep(modality, vae, encoder, denoiser, training_scheduler(config.diffusion),
                                   config.diffusion.condition_dropout, cache)
 
-    def step_loss(step: int, generator: torch.Generator):
-        batch = make_batch(data, batch_indices(len(data), batch_size, config.seed + stage.index, step))
-        return compute(batch, generator, device)
+    def step_loss(shard: Shard):
+        return compute(make_batch(data, shard.indices), shard, device)
 
     history, seconds = run_steps(stage, layout, {"denoiser": denoiser}, optimizer, step_loss, steps,
-                                 settings.checkpoint_every, config.seed, settings.warmup_steps, max_grad_norm=1.0)
+                                 settings.checkpoint_every, config.seed, batching, engine, settings.warmup_steps,
+                                 max_grad_norm=1.0)
     denoiser.eval()
-    save_module(layout.denoiser(modality), denoiser,
-                {"modality": modality, "size": config.size.value, "context_dim": str(config.embed_dim),
-                 "stage": stage.title})
-    if hasattr(denoiser, "export_pretrained"):
-        denoiser.export_pretrained(layout.exported(modality, "unet"))
+    if engine.is_main:
+        save_module(layout.denoiser(modality), denoiser,
+                    {"modality": modality, "size": config.size.value, "context_dim": str(config.embed_dim),
+                     "stage": stage.title})
+        if hasattr(denoiser, "export_pretrained"):
+            denoiser.export_pretrained(layout.exported(modality, "unet"))
     return complete_stage(layout, stage, stage_record(stage, len(data), steps, seconds, history, config,
-                                                      weights=str(layout.denoiser(modality))))
+                                                      weights=str(layout.denoiser(modality))), engine)
 
 
 def load_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig, layout: RunLayout) -> nn.Module:

@@ -23,7 +23,10 @@ from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g")
 
-RESUMABLE_DIFFERENCES = {"device", "attention", "latent_cache"}  # where and how it runs: the maths is the same
+RESUMABLE_DIFFERENCES = {  # where and how it runs: the maths is the same
+    "device", "attention", "latent_cache",
+    "acceleration.gradient_accumulation_steps", "acceleration.gradient_checkpointing",
+}
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:
@@ -90,7 +93,9 @@ def prepare_run(graph: PairGraph, registry: ModalityRegistry, config: RunConfig,
     bind_config(layout, config)
     graph = with_default_data(graph, layout, registry, config.seed, config.phantom_subjects)
     plan = plan_for(graph, registry)
-    layout.plan_json.write_text(json.dumps(plan_to_dict(plan), indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(plan_to_dict(plan), indent=2) + "\n"
+    if not layout.plan_json.is_file() or layout.plan_json.read_text(encoding="utf-8") != text:
+        layout.plan_json.write_text(text, encoding="utf-8")  # unchanged: not written (processes after the main one)
     if not layout.plan_picture.is_file():
         from medm2g.core.plan_drawing import draw_plan
 

@@ -21,6 +21,7 @@ from medm2g.core.training.alignment import align
 from medm2g.core.training.autoencoding import run_vae_stage
 from medm2g.core.training.cross_guided import run_round_stage
 from medm2g.core.training.encoders import resolve_device
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.latent_diffusion import run_ldm_stage
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import StageResult
@@ -34,17 +35,18 @@ STAGE_RUNNERS = {
     StageKind.CROSS_GUIDED: run_round_stage,
     StageKind.ADVERSARIAL_DIFFUSION: run_syndiff_stage,
 }
-"""How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, device)."""
+"""How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, engine)."""
 
 
 def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
-          kinds: Collection[StageKind] = tuple(StageKind)) -> list[StageResult]:
-    """Run (or resume) the plan's stages of ``kinds`` (default: all) into ``run_dir``, in plan order.
+          kinds: Collection[StageKind] = tuple(StageKind), engine: Engine | None = None) -> list[StageResult]:
+    """Run (or resume) the plan's stages of ``kinds`` (default: all) into ``run_dir``, in plan order,
+    on this process's part of an ``accelerate launch`` (or alone).
     Stopping before the rounds (``kinds`` without CROSS_GUIDED) leaves a run that generates from its
     single-modality LDMs alone: the paper's ablation without latent cross-guided generation."""
     layout = RunLayout(run_dir)
-    device = resolve_device(config.device)
-    results = align(plan, registry, config, run_dir) if StageKind.ALIGNMENT in kinds else []
+    engine = engine or Engine(config.acceleration, resolve_device(config.device))
+    results = align(plan, registry, config, run_dir, engine) if StageKind.ALIGNMENT in kinds else []
     for stage in plan.stages:
         if stage.kind is StageKind.ALIGNMENT or stage.kind not in kinds:
             continue
@@ -54,6 +56,6 @@ def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
             continue
         logger.info("stage %d/%d: %s", stage.index, len(plan.stages), stage.title)
         with torch.random.fork_rng(devices=[]):
-            record = STAGE_RUNNERS[stage.kind](plan, stage, registry, config, layout, device)
+            record = STAGE_RUNNERS[stage.kind](plan, stage, registry, config, layout, engine)
         results.append(StageResult(stage, record, skipped=False))
     return results

@@ -14,6 +14,7 @@ from medm2g.core.run_config import AlignmentConfig, RunConfig
 from medm2g.core.training import alignment as alignment_module
 from medm2g.core.training.alignment import align, evaluate_alignment, run_alignment_stage
 from medm2g.core.training.encoders import build_prompt_encoder, resolve_device
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import prepare_run
 
@@ -43,7 +44,7 @@ def test_a_stage_changes_only_the_encoders_it_trains(blob_cohort, installed, tmp
     plan = plan_for(blob_cohort, installed, config, tmp_path)
     first, second = plan.stages_of(StageKind.ALIGNMENT)
     encoders = {m: build_prompt_encoder(installed, m, config) for m in ("text", "xray", "ct")}
-    layout, device = RunLayout(tmp_path), resolve_device("cpu")
+    layout, device = RunLayout(tmp_path), Engine(config.acceleration, resolve_device("cpu"))
 
     before_first = {m: snapshot(e) for m, e in encoders.items()}
     run_alignment_stage(plan, first, encoders, installed, config, layout, device)  # text-xray, both train

@@ -14,6 +14,7 @@ from medm2g.core.run_config import AlignmentConfig, LDMStageConfig, RunConfig, V
 from medm2g.core.training.alignment import align
 from medm2g.core.training.autoencoding import load_vae, run_vae_stage
 from medm2g.core.training.encoders import load_prompt_encoders
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.latent_diffusion import load_denoiser, run_ldm_stage
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import prepare_run
@@ -28,7 +29,7 @@ def xray_ldm(blob_cohort, installed, tmp_path_factory):
                        vae=VAEStageConfig(steps=30, text_steps=30, batch_size=8, learning_rate=3e-3, checkpoint_every=30),
                        ldm=LDMStageConfig(steps=40, text_steps=40, batch_size=8, image_learning_rate=1e-3, checkpoint_every=20))
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
-    layout, device = RunLayout(run), torch.device("cpu")
+    layout, device = RunLayout(run), Engine(config.acceleration, torch.device("cpu"))
     align(plan, installed, config, run)
     vae_stage = next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("xray",))
     run_vae_stage(plan, vae_stage, installed, config, layout, device)
@@ -87,7 +88,7 @@ def test_a_report_embedding_conditions_the_xray_denoiser_reproducibly(xray_ldm, 
 
 def test_the_text_ldm_trains_on_768x1x1_latents_and_samples_text(xray_ldm, installed):
     plan, config, layout, _, _, _ = xray_ldm
-    device = torch.device("cpu")
+    device = Engine(config.acceleration, torch.device("cpu"))
     run_vae_stage(plan, next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)),
                   installed, config, layout, device)
     stage = next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",))
@@ -115,13 +116,14 @@ def first_round(xray_ldm, installed):
     plan, config, layout, _, _, _ = xray_ldm
     if not layout.denoiser("text").is_file():
         run_vae_stage(plan, next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)),
-                      installed, config, layout, torch.device("cpu"))
+                      installed, config, layout, Engine(config.acceleration, torch.device("cpu")))
         run_ldm_stage(plan, next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",)),
-                      installed, config, layout, torch.device("cpu"))
+                      installed, config, layout, Engine(config.acceleration, torch.device("cpu")))
     config = attrs.evolve(config, cross_guidance=CrossGuidanceConfig(width=32, heads=2, steps=6, batch_size=8,
                                                                      learning_rate=1e-3, checkpoint_every=3))
     stage = plan.rounds[0]
-    return plan, config, layout, stage, run_round_stage(plan, stage, installed, config, layout, torch.device("cpu"))
+    return plan, config, layout, stage, run_round_stage(plan, stage, installed, config, layout,
+                                                        Engine(config.acceleration, torch.device("cpu")))
 
 
 def test_the_first_round_trains_both_sides_cross_guided_parts(first_round, installed):

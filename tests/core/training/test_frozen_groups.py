@@ -5,6 +5,7 @@ import torch
 
 from medm2g.core.run_config import load_run_config
 from medm2g.core.training.cross_guided import build_round
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import load_run_plan
 
@@ -16,11 +17,11 @@ def test_a_round_with_a_frozen_side_steps_only_its_trained_groups(tiny_trained_r
     plan = load_run_plan(layout, registry)
     stage = plan.rounds[1]  # text-ct: text's cross-guided parts trained in round 1, frozen here
     assert [g.modality for g in stage.trains] == ["ct"] * 3
-    round_ = build_round(plan, stage, registry, config, layout, torch.device("cpu"))
-    loss, _ = round_.step_loss(0, torch.Generator().manual_seed(0))
-    round_.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    round_.optimizer.step()
+    engine = Engine(config.acceleration, torch.device("cpu"))
+    round_ = build_round(plan, stage, registry, config, layout, engine)
+    model, optimizer = engine.prepare(round_.stateful(), round_.step_loss, round_.optimizer)
+    parameters = [p for group in round_.optimizer.param_groups for p in group["params"]]
+    engine.step(model, optimizer, parameters, engine.shards(round_.batching, step=0, step_seed=0), max_grad_norm=1.0)
 
     trained = {id(p) for group in stage.trains for p in round_.sides[group.modality].groups()[group.part]}
     in_optimizer = {id(p) for group in round_.optimizer.param_groups for p in group["params"]}

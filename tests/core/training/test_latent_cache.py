@@ -6,7 +6,8 @@ import torch
 
 from medm2g.core.diffusion.schedule import DiffusionConfig, training_scheduler
 from medm2g.core.training.latent_cache import LatentCache
-from medm2g.core.training.latent_diffusion import LatentDiffusionStep
+from medm2g.core.training.latent_diffusion import LatentDiffusionStep, frozen_encodings
+from medm2g.core.training.shards import Batching, shards
 from medm2g.registry import ModelSize
 
 CPU = torch.device("cpu")
@@ -23,16 +24,20 @@ def images(count: int, seed: int = 0) -> list[torch.Tensor]:
     return [torch.rand(1, 64, 64, generator=generator) * 2 - 1 for _ in range(count)]
 
 
+def shard_of(size: int, seed: int):
+    """The one micro-batch of a one-process step over ``size`` records."""
+    (shard,) = shards(Batching(size, size, seed=0), step=0, step_seed=seed, process=0, processes=1, micro_batches=1)
+    return shard
+
+
 def test_cached_latents_and_embeddings_equal_encoding_afresh(models, tmp_path):
     vae, encoder = models
     samples = images(5)
     cache = LatentCache(tmp_path, "ct", vae, encoder)
-    mean, logvar, embedding = cache.lookup(samples, CPU)
-    cached = cache.latents(mean, logvar, torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        fresh = vae.encode(torch.stack(samples), generator=torch.Generator().manual_seed(3))
-        torch.testing.assert_close(embedding, encoder(torch.stack(samples)).float(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=1e-5)
+    cached = frozen_encodings(samples, vae, encoder, cache, shard_of(5, seed=3), CPU)
+    fresh = frozen_encodings(torch.stack(samples), vae, encoder, None, shard_of(5, seed=3), CPU)
+    for kept, encoded in zip(cached, fresh):  # the latents (drawn per sample) and the embeddings
+        torch.testing.assert_close(kept, encoded, atol=1e-5, rtol=1e-5)
     assert (cache.hits, cache.misses) == (0, 5)
 
 
@@ -74,6 +79,6 @@ def test_an_ldm_step_computes_the_same_loss_with_and_without_the_cache(installed
     for cache in (None, LatentCache(tmp_path, "ct", vae, encoder)):
         step = LatentDiffusionStep("ct", vae, encoder, denoiser, scheduler, 0.1, cache)
         with torch.no_grad():
-            loss, _ = step(batch, torch.Generator().manual_seed(9), CPU)
+            loss, _ = step(batch, shard_of(4, seed=9), CPU)
         losses.append(float(loss))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)

@@ -13,6 +13,7 @@ from medm2g.core.run_config import RunConfig, VAEStageConfig
 from medm2g.core.training.autoencoding import load_vae, run_vae_stage
 from medm2g.core.training.batches import make_batch
 from medm2g.core.training.data import paired_records
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import prepare_run
 
@@ -26,7 +27,7 @@ def trained_vaes(blob_cohort, installed, tmp_path_factory):
     stages = {stage.modalities[0]: stage for stage in plan.stages_of(StageKind.VAE)}
     longer = attrs.evolve(config, vae=attrs.evolve(config.vae, text_steps=800, batch_size=16, checkpoint_every=400))  # GPT-2 needs more
     records = {m: run_vae_stage(plan, stages[m], installed, config if m == "xray" else longer, RunLayout(run),
-                                torch.device("cpu"))
+                                Engine(config.acceleration, torch.device("cpu")))
                for m in ("xray", "text")}
     return plan, config, RunLayout(run), records
 
