@@ -28,7 +28,7 @@ from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError, PluginError
 from medm2g.core.losses import BARLOW_TWINS_LAMBDA
-from medm2g.core.structuring import non_negative, positive, strict_converter, structure_or_explain
+from medm2g.core.structuring import non_negative, one_of, positive, strict_converter, structure_or_explain
 from medm2g.core.syndiff.config import SynDiffConfig
 from medm2g.registry import ModalityRegistry, ModalitySpec, ModelSize
 
@@ -125,7 +125,7 @@ class AccelerationConfig:
     parameters, warmed up as min(decay, (1 + k) / (10 + k)), and saves it as the stage's weights.
     """
 
-    mixed_precision: str = attrs.field(default="no", validator=attrs.validators.in_(MIXED_PRECISION))
+    mixed_precision: str = attrs.field(default="no", validator=one_of(MIXED_PRECISION))
     gradient_accumulation_steps: int = attrs.field(default=1, validator=positive)
     gradient_checkpointing: bool = False
     ema_decay: float = attrs.field(default=0.0, validator=_below_one)
@@ -182,7 +182,7 @@ class RunConfig:
     embed_dim: int = attrs.field(default=256, validator=positive)
     seed: int = 0
     device: str = "auto"
-    attention: str = attrs.field(default="auto", validator=attrs.validators.in_(ATTENTION_BACKENDS))
+    attention: str = attrs.field(default="auto", validator=one_of(ATTENTION_BACKENDS))
     phantom_subjects: int = attrs.field(default=600, validator=positive)
     latent_cache: bool = True
     acceleration: AccelerationConfig = AccelerationConfig()

@@ -73,3 +73,14 @@ def non_negative(instance, attribute, value) -> None:
     """attrs validator: the field must be zero or above."""
     if value < 0:
         raise ValueError(f"{attribute.name} must be zero or positive, got {value}")
+
+
+def one_of(choices: tuple[str, ...]):
+    """attrs validator: the field must be one of ``choices`` (a message a reader can act on, unlike
+    attrs' ``in_``, whose error carries the whole attribute)."""
+
+    def validate(instance, attribute, value) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+
+    return validate

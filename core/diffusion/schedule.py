@@ -21,6 +21,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from medm2g.core.errors import ConfigError
+from medm2g.core.structuring import one_of
 
 
 def _unit_interval(instance, attribute, value) -> None:
@@ -51,7 +52,7 @@ class DiffusionConfig:
     eta: float = 1.0
     guidance_scale: float = 2.0
     condition_dropout: float = attrs.field(default=0.1, validator=_unit_interval)
-    prediction_type: str = attrs.field(default="epsilon", validator=attrs.validators.in_(PREDICTION_TYPES))
+    prediction_type: str = attrs.field(default="epsilon", validator=one_of(PREDICTION_TYPES))
 
 
 def training_scheduler(config: DiffusionConfig) -> DDPMScheduler:

@@ -44,6 +44,9 @@ def test_a_file_overrides_a_subset_and_round_trips(tmp_path):
     ("models:\n  xray:\n    unet_thing: {}\n", r"models: xray.unet_thing: unknown model part"),
     ("- 1\n", r"run.yaml: expected a mapping of run settings, got list"),
     ("alignment: [\n", r"run.yaml: malformed YAML: line 2"),
+    ("acceleration:\n  mixed_precision: fp8\n", r"run.yaml: acceleration: mixed_precision must be one of no, bf16, fp16, got 'fp8'"),
+    ("acceleration:\n  ema_decay: 1.0\n", r"run.yaml: acceleration: ema_decay must be in \[0, 1\), got 1.0"),
+    ("acceleration:\n  gradient_accumulation_steps: 0\n", r"acceleration: gradient_accumulation_steps must be positive"),
 ])
 def test_bad_files_name_the_file_and_the_field(tmp_path, text, message):
     path = tmp_path / "run.yaml"
