@@ -13,6 +13,7 @@ import torch
 from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 @attrs.frozen
@@ -52,10 +53,16 @@ class ConditionAttention(nn.Module):
 
 
 class TextDiffuser(nn.Module):
-    """``forward(latents (B, D, 1, 1), timesteps (B,), context (B, L, C)) -> noise (B, D, 1, 1)``."""
+    """``forward(latents (B, D, 1, 1), timesteps (B,), context (B, L, C)) -> noise (B, D, 1, 1)``.
+
+    ``enable_gradient_checkpointing()`` (the diffusers name, which the training engine calls)
+    recomputes each block's activations in the backward pass instead of keeping them."""
+
+    _supports_gradient_checkpointing = True
 
     def __init__(self, latent_dim: int, context_dim: int, config: TextDiffuserConfig):
         super().__init__()
+        self.gradient_checkpointing = False
         time_dim = 4 * config.width
         self.time_proj = Timesteps(config.width, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(config.width, time_dim)
@@ -74,5 +81,12 @@ class TextDiffuser(nn.Module):
         timesteps = timesteps.expand(latents.shape[0]) if timesteps.ndim == 0 else timesteps
         time_embedding = self.time_embedding(self.time_proj(timesteps).to(hidden.dtype))
         for block, attention in zip(self.blocks, self.attentions):
-            hidden = attention(block(hidden, time_embedding), context, guidance)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                hidden = checkpoint(block, hidden, time_embedding, use_reentrant=False)
+                hidden = checkpoint(attention, hidden, context, guidance, use_reentrant=False)
+            else:
+                hidden = attention(block(hidden, time_embedding), context, guidance)
         return self.output(hidden)[:, :, None, None]
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.gradient_checkpointing = True

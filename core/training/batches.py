@@ -18,19 +18,28 @@ from medm2g.core.paired_dataset import collate_samples
 
 class MemoisedDataset(Dataset):
     """Reads each item once and keeps it: the phantom and other small paired sets are
-    re-read every epoch otherwise, which on two cores costs more than the model."""
+    re-read every epoch otherwise, which on two cores costs more than the model. Only up to
+    ``max_bytes`` of tensors are kept; past that, items are read from their files each time
+    (a MIMIC-CXR-sized set does not fit in memory, and with the latent cache its steps read
+    no images at all)."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, max_bytes: int = 4 * 2**30):
+        self.dataset, self.max_bytes = dataset, max_bytes
         self._items: dict[int, dict] = {}
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
-        if index not in self._items:
-            self._items[index] = self.dataset[index]
-        return self._items[index]
+        if index in self._items:
+            return self._items[index]
+        item = self.dataset[index]
+        size = sum(v.element_size() * v.nelement() for v in item.values() if isinstance(v, torch.Tensor))
+        if self._bytes + size <= self.max_bytes:
+            self._items[index] = item
+            self._bytes += size
+        return item
 
 
 def batch_indices(size: int, batch_size: int, seed: int, step: int) -> list[int]:

@@ -39,7 +39,7 @@ from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
 from medm2g.core.training.engine import Engine
-from medm2g.core.training.latent_diffusion import frozen_encodings, load_denoiser, stage_cache
+from medm2g.core.training.latent_diffusion import frozen_encodings, load_denoiser
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.core.training.shards import Batching, Shard
@@ -183,13 +183,12 @@ def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, co
                                  weight_decay=config.cross_guidance.weight_decay)
     scheduler = training_scheduler(config.diffusion)
 
-    caches = {m: stage_cache(config, layout, m, vaes[m], encoders[m], data, engine) for m in pair}
+    encodings = {m: frozen_encodings(config, layout, m, vaes[m], encoders[m], data, engine) for m in pair}
 
     def step_loss(shard: Shard):
-        batch = make_batch(data, shard.indices)
         latents, embeddings = {}, {}
         for m in pair:  # in pair order: each sample draws its posteriors, then its timestep and noises
-            latents[m], embeddings[m] = frozen_encodings(batch[m], vaes[m], encoders[m], caches[m], shard, device)
+            latents[m], embeddings[m] = encodings[m](shard, device)
         timesteps = shard.random.randint(scheduler.config.num_train_timesteps).to(device)
         noise = {m: shard.random.randn(*latents[m].shape[1:]).to(device) for m in pair}
         noisy = {m: scheduler.add_noise(latents[m], noise[m], timesteps) for m in pair}

@@ -29,7 +29,7 @@ from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
 from medm2g.core.training.engine import Engine
-from medm2g.core.training.latent_cache import LatentCache, cacheable, warm
+from medm2g.core.training.latent_cache import CachedRecords, LatentCache, cacheable, warm
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
 from medm2g.core.training.shards import Shard
@@ -43,17 +43,37 @@ def build_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig)
         return registry[modality].unet(config.size, config.embed_dim)
 
 
+class FrozenEncodings:
+    """(latents, prompt embeddings) of a stage's records under the frozen VAE and C_M: read from the
+    latent cache by dataset index when the stage has one (no image is read or encoded), else
+    encoded now. Each sample's latent is drawn from its posterior with the sample's own generator;
+    a plugin VAE without a posterior draws batch-wise instead."""
+
+    def __init__(self, modality: str, vae: nn.Module, encoder: nn.Module, data, cached: CachedRecords | None = None):
+        self.modality, self.vae, self.encoder, self.data, self.cached = modality, vae, encoder, data, cached
+
+    @torch.no_grad()
+    def __call__(self, shard: Shard, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cached is not None:
+            mean, logvar, embeddings = self.cached.read(shard.indices, device)
+            return shard.random.latents(self.vae, mean, logvar), embeddings
+        samples = to_device(make_batch(self.data, shard.indices)[self.modality], device)
+        if cacheable(self.vae):
+            mean, logvar = self.vae.posterior(samples)
+            return shard.random.latents(self.vae, mean.float(), logvar.float()), self.encoder(samples).float()
+        return self.vae.encode(samples, generator=shard.generator), self.encoder(samples).float()
+
+
 class LatentDiffusionStep:
     """The LDM objective: MSE of the prediction (eps, or v per the run's ``prediction_type``) on
     z_t = sqrt(a_t) z_0 + sqrt(1 - a_t) eps."""
 
-    def __init__(self, modality: str, vae: nn.Module, encoder: nn.Module, denoiser: nn.Module, scheduler,
-                 condition_dropout: float, cache: LatentCache | None = None):
-        self.modality, self.vae, self.encoder, self.denoiser = modality, vae, encoder, denoiser
-        self.scheduler, self.condition_dropout, self.cache = scheduler, condition_dropout, cache
+    def __init__(self, encodings: FrozenEncodings, denoiser: nn.Module, scheduler, condition_dropout: float):
+        self.encodings, self.denoiser = encodings, denoiser
+        self.scheduler, self.condition_dropout = scheduler, condition_dropout
 
-    def __call__(self, batch: dict, shard: Shard, device: torch.device):
-        latents, embeddings = frozen_encodings(batch[self.modality], self.vae, self.encoder, self.cache, shard, device)
+    def __call__(self, shard: Shard, device: torch.device):
+        latents, embeddings = self.encodings(shard, device)
         timesteps = shard.random.randint(self.scheduler.config.num_train_timesteps).to(device)
         noise = shard.random.randn(*latents.shape[1:]).to(device)
         keep = (shard.random.rand() >= self.condition_dropout).to(device)
@@ -64,36 +84,19 @@ class LatentDiffusionStep:
         return loss, {"conditioned_fraction": float(keep.float().mean())}
 
 
-def frozen_encodings(samples, vae: nn.Module, encoder: nn.Module, cache: LatentCache | None, shard: Shard,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents, prompt embeddings) of a micro-batch under the frozen VAE and C_M: from ``cache``
-    when there is one, else encoded now. Each sample's latent is drawn from its posterior with the
-    sample's own generator; a plugin VAE without a posterior draws batch-wise instead."""
-    with torch.no_grad():
-        if cache is not None:
-            mean, logvar, embeddings = cache.lookup(samples, device)
-            return shard.random.latents(vae, mean, logvar), embeddings
-        samples = to_device(samples, device)
-        if cacheable(vae):
-            mean, logvar = vae.posterior(samples)
-            return shard.random.latents(vae, mean.float(), logvar.float()), encoder(samples).float()
-        return vae.encode(samples, generator=shard.generator), encoder(samples).float()
-
-
-def stage_cache(config: RunConfig, layout: RunLayout, modality: str, vae: nn.Module, encoder: nn.Module,
-                data, engine: Engine) -> LatentCache | None:
-    """The stage's latent cache, filled with every sample of ``data`` up front (by the main process,
-    which writes it; the others then read it); None when the run config turns caching off or the
-    VAE cannot be cached."""
+def frozen_encodings(config: RunConfig, layout: RunLayout, modality: str, vae: nn.Module, encoder: nn.Module,
+                     data, engine: Engine) -> FrozenEncodings:
+    """A stage's frozen encodings of ``modality``: with every record of ``data`` in the latent cache
+    up front (encoded by the main process, which writes it; the others then read it), unless the
+    run config turns caching off or the VAE cannot be cached."""
     if not config.latent_cache:
-        return None
+        return FrozenEncodings(modality, vae, encoder, data)
     if not cacheable(vae):
         logger.info("latent cache: %s's VAE has no posterior/sample_latents; encoding every step", modality)
-        return None
+        return FrozenEncodings(modality, vae, encoder, data)
     with engine.main_first(), engine.autocast():
-        cache = LatentCache(layout.latent_cache, modality, vae, encoder)
-        warm(cache, data, modality, engine.device)
-    return cache
+        cached = warm(LatentCache(layout.latent_cache, modality, vae, encoder), data, modality, engine.device)
+    return FrozenEncodings(modality, vae, encoder, data, cached)
 
 
 def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
@@ -113,12 +116,11 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
     steps = settings.text_steps if is_text else settings.steps
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
-    cache = stage_cache(config, layout, modality, vae, encoder, data, engine)
-    compute = LatentDiffusionStep(modality, vae, encoder, denoiser, training_scheduler(config.diffusion),
-                                  config.diffusion.condition_dropout, cache)
+    compute = LatentDiffusionStep(frozen_encodings(config, layout, modality, vae, encoder, data, engine), denoiser,
+                                  training_scheduler(config.diffusion), config.diffusion.condition_dropout)
 
     def step_loss(shard: Shard):
-        return compute(make_batch(data, shard.indices), shard, device)
+        return compute(shard, device)
 
     history, seconds = run_steps(stage, layout, {"denoiser": denoiser}, optimizer, step_loss, steps,
                                  settings.checkpoint_every, config.seed, batching, engine, settings.warmup_steps,

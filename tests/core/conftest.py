@@ -108,3 +108,22 @@ def tiny_trained_run(blob_cohort, tmp_path_factory):
     assert main(["train", str(blob_cohort / "blobs.yaml"), "--out", str(run), "--config", str(config),
                  "--device", "cpu"]) == 0
     return run
+
+
+@pytest.fixture()
+def stop_training(monkeypatch):
+    """``stop_training(title, step)``: training raises KeyboardInterrupt as stage ``title`` (``"ldm ct"``)
+    starts step ``step``, as if the run were stopped there; ``stop_training(None)`` lifts it."""
+    from medm2g.core.training import loop
+
+    real = loop.step_seed
+
+    def arm(title, step=0):
+        def stopping(seed, stage, k):
+            if stage.title == title and k == step:
+                raise KeyboardInterrupt(f"stopped by the test at {title} step {step}")
+            return real(seed, stage, k)
+
+        monkeypatch.setattr(loop, "step_seed", real if title is None else stopping)
+
+    return arm

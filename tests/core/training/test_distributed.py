@@ -73,19 +73,28 @@ def test_the_ema_follows_the_warmed_up_decay():
     assert set(ema.state_dict()) == {"shadow_0", "updates"} and int(ema.updates) == 4
 
 
-def test_gradient_checkpointing_changes_memory_not_the_gradients(installed):
+@pytest.mark.parametrize("modality, latents, enabled", [
+    ("ct", (2, 4, 16, 16), "UNet2DConditionModel"),  # diffusers' own checkpointing
+    ("text", (2, 768, 1, 1), "TextDiffuser"),  # medm2g's fully connected text diffuser
+])
+def test_gradient_checkpointing_changes_memory_not_the_gradients(installed, modality, latents, enabled):
     engine = Engine(AccelerationConfig(gradient_checkpointing=True), CPU)
     results = []
     for checkpointed in (False, True):
         torch.manual_seed(0)
-        denoiser = installed["ct"].unet(ModelSize.TINY, 16).train()
+        denoiser = installed[modality].unet(ModelSize.TINY, 16).train()
+        with torch.no_grad():  # zero-initialised output layers would leave every gradient upstream zero
+            for parameter in denoiser.parameters():
+                if not parameter.any():
+                    parameter.normal_(0, 0.02)
         if checkpointed:
-            assert "UNet2DConditionModel" in engine.checkpoint_gradients(denoiser)
-        latents, context = torch.randn(2, 4, 16, 16), torch.randn(2, 1, 16)
-        loss = denoiser(latents, torch.tensor([10, 500]), context).square().mean()
+            assert enabled in engine.checkpoint_gradients(denoiser)
+        inputs, context = torch.randn(*latents), torch.randn(2, 1, 16)
+        loss = denoiser(inputs, torch.tensor([10, 500]), context).square().mean()
         loss.backward()
         results.append((float(loss.detach()), [p.grad.clone() for p in denoiser.parameters()]))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    assert sum(int(g.abs().sum() > 0) for g in results[0][1]) > len(results[0][1]) // 2  # gradients flowed
     for plain, recomputed in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(recomputed, plain, rtol=1e-5, atol=1e-6)
 
@@ -151,11 +160,10 @@ def _without_diffusion_stages(source, target):
     return target
 
 
-def _stopped_inside_the_first_ldm_stage(run, installed, monkeypatch):
+def _stopped_inside_the_first_ldm_stage(run, installed, stop_training):
     """Train the run's LDM stages in this process with a checkpoint every 2 steps, and stop at the
     first stage's third step: the run is left with that stage's state at step 2."""
     from medm2g.core.graph_engine import StageKind
-    from medm2g.core.training import latent_diffusion
     from medm2g.core.training.trainer import train
 
     layout = RunLayout(run)
@@ -163,24 +171,16 @@ def _stopped_inside_the_first_ldm_stage(run, installed, monkeypatch):
     config = attrs.evolve(config, ldm=attrs.evolve(config.ldm, checkpoint_every=2))
     registry = config.modalities(installed)
     plan = load_run_plan(layout, registry)
-    real, calls = latent_diffusion.make_batch, {"n": 0}
-
-    def stopping(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("stopped by the test")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(latent_diffusion, "make_batch", stopping)
+    stop_training("ldm text", 2)
     with pytest.raises(KeyboardInterrupt):
         train(plan, registry, config, run, kinds={StageKind.LDM})
-    monkeypatch.undo()
+    stop_training(None)
     (state,) = run.glob("stages/*-ldm-*/state.safetensors")
     return state
 
 
 def test_two_gloo_processes_train_the_weights_of_one_process_with_their_whole_batch(
-        blob_cohort, tiny_trained_run, installed, tmp_path, monkeypatch):
+        blob_cohort, tiny_trained_run, installed, tmp_path, stop_training):
     """`accelerate launch` with 2 CPU processes (gloo), each with half of every step's batch of 8,
     resuming a run stopped inside its first LDM stage, against one process with the whole batch,
     uninterrupted: every LDM and round weight equal to atol 5e-6 after 3 steps per stage
@@ -193,7 +193,7 @@ def test_two_gloo_processes_train_the_weights_of_one_process_with_their_whole_ba
     single = _without_diffusion_stages(tiny_trained_run, tmp_path / "single")
     assert main([*arguments, "--out", str(single)]) == 0
     launched = _without_diffusion_stages(tiny_trained_run, tmp_path / "launched")
-    state = _stopped_inside_the_first_ldm_stage(launched, installed, monkeypatch)
+    state = _stopped_inside_the_first_ldm_stage(launched, installed, stop_training)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--num_cpu_threads_per_process", "1", "-m", "medm2g.core.cli", *arguments, "--out", str(launched)]

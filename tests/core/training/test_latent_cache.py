@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from medm2g.core.diffusion.schedule import DiffusionConfig, training_scheduler
-from medm2g.core.training.latent_cache import LatentCache
-from medm2g.core.training.latent_diffusion import LatentDiffusionStep, frozen_encodings
+from medm2g.core.training.latent_cache import LatentCache, warm
+from medm2g.core.training.latent_diffusion import FrozenEncodings, LatentDiffusionStep
 from medm2g.core.training.shards import Batching, shards
 from medm2g.registry import ModelSize
 
@@ -34,8 +34,9 @@ def test_cached_latents_and_embeddings_equal_encoding_afresh(models, tmp_path):
     vae, encoder = models
     samples = images(5)
     cache = LatentCache(tmp_path, "ct", vae, encoder)
-    cached = frozen_encodings(samples, vae, encoder, cache, shard_of(5, seed=3), CPU)
-    fresh = frozen_encodings(torch.stack(samples), vae, encoder, None, shard_of(5, seed=3), CPU)
+    records = [{"ct": sample} for sample in samples]
+    cached = FrozenEncodings("ct", vae, encoder, records, warm(cache, records, "ct", CPU))(shard_of(5, seed=3), CPU)
+    fresh = FrozenEncodings("ct", vae, encoder, records)(shard_of(5, seed=3), CPU)
     for kept, encoded in zip(cached, fresh):  # the latents (drawn per sample) and the embeddings
         torch.testing.assert_close(kept, encoded, atol=1e-5, rtol=1e-5)
     assert (cache.hits, cache.misses) == (0, 5)
@@ -60,7 +61,7 @@ def test_a_changed_vae_gets_a_new_file_and_a_changed_sample_is_a_miss(models, tm
     with torch.no_grad():
         next(vae.parameters()).add_(0.01)  # "retrained"
     retrained = LatentCache(tmp_path, "ct", vae, encoder)
-    assert retrained.path != cache.path and not retrained.rows
+    assert retrained.path != cache.path and not retrained.locations
     assert len(list(tmp_path.iterdir())) == 1  # the new file is written on its first lookup
     retrained.lookup(samples, CPU)
     assert retrained.misses == 3
@@ -73,12 +74,30 @@ def test_an_ldm_step_computes_the_same_loss_with_and_without_the_cache(installed
     vae, encoder = models
     torch.manual_seed(1)
     denoiser = installed["ct"].unet(ModelSize.TINY, 16)
-    batch = {"ct": torch.stack(images(4, seed=5))}
+    records = [{"ct": sample} for sample in images(4, seed=5)]
     scheduler = training_scheduler(DiffusionConfig())
     losses = []
-    for cache in (None, LatentCache(tmp_path, "ct", vae, encoder)):
-        step = LatentDiffusionStep("ct", vae, encoder, denoiser, scheduler, 0.1, cache)
+    for cached in (None, warm(LatentCache(tmp_path, "ct", vae, encoder), records, "ct", CPU)):
+        step = LatentDiffusionStep(FrozenEncodings("ct", vae, encoder, records, cached), denoiser, scheduler, 0.1)
         with torch.no_grad():
-            loss, _ = step(batch, shard_of(4, seed=9), CPU)
+            loss, _ = step(shard_of(4, seed=9), CPU)
         losses.append(float(loss))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_the_cache_grows_by_new_shards_read_by_index_and_never_rewrites_one(models, tmp_path, monkeypatch):
+    vae, encoder = models
+    samples = images(7)
+    cache = LatentCache(tmp_path, "ct", vae, encoder, shard_rows=2)
+    first = [{"ct": s} for s in samples[:5]]
+    expected = cache.lookup(samples[:5], CPU)
+    shards = sorted(cache.path.glob("shard-*.safetensors"))
+    assert len(shards) == 3  # 2 + 2 + 1 rows
+    written = {path: path.read_bytes() for path in shards}
+    cache.lookup(samples[3:], CPU)  # two known, two new: one more shard
+    assert len(list(cache.path.glob("shard-*.safetensors"))) == 4
+    assert all(path.read_bytes() == data for path, data in written.items())
+    monkeypatch.setattr(vae, "posterior", lambda _x: pytest.fail("encoded a cached sample"))
+    records = warm(LatentCache(tmp_path, "ct", vae, encoder, shard_rows=2), first, "ct", CPU)
+    for by_index, by_content in zip(records.read([4, 0, 2], CPU), expected):
+        torch.testing.assert_close(by_index, by_content[[4, 0, 2]], rtol=0, atol=0)

@@ -74,3 +74,22 @@ def test_epochs_are_shuffled_differently():
     assert batch_indices(40, 40, 0, 0) != batch_indices(40, 40, 0, 1)
     with pytest.raises(ValueError, match="a dataset of 1 record"):
         batch_indices(1, 4, 0, 0)
+
+
+def test_memoised_records_stay_within_their_memory_budget():
+    from medm2g.core.training.batches import MemoisedDataset
+
+    reads = []
+
+    class Records:
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            reads.append(index)
+            return {"ct": torch.full((1, 8, 8), float(index)), "text": f"report {index}"}
+
+    records = MemoisedDataset(Records(), max_bytes=2 * 8 * 8 * 4)  # room for two items' pixels
+    for _ in range(2):
+        assert [float(records[i]["ct"][0, 0, 0]) for i in range(4)] == [0.0, 1.0, 2.0, 3.0]
+    assert reads == [0, 1, 2, 3, 2, 3]  # the first two kept, the others read again

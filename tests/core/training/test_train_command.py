@@ -33,13 +33,12 @@ def test_train_runs_every_stage_in_the_plans_order_then_resumes_as_complete(blob
 
 
 def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_weights(
-        blob_cohort, installed, tmp_path, monkeypatch, tiny_run_config):
+        blob_cohort, installed, tmp_path, stop_training, tiny_run_config):
     import torch
 
     from medm2g.core.checkpoints import load_tensors
     from medm2g.core.pair_graph import load_pair_graph
     from medm2g.core.run_config import load_run_config
-    from medm2g.core.training import cross_guided, latent_diffusion
     from medm2g.core.training.run import prepare_run
     from medm2g.core.training.trainer import train
 
@@ -56,22 +55,13 @@ def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_w
         return train(prepare_run(graph, installed, config, folder), installed, config, folder)
 
     run(tmp_path / "uninterrupted")
-    # LDM ct at step 2 (its 3rd batch); round 1 at step 2 (after the f_B sampling batch and 2 steps)
-    for module, stop_at in ((latent_diffusion, 4 + 4 + 3), (cross_guided, 4)):
-        real, calls = module.make_batch, {"n": 0}
-
-        def stopping(*args, real=real, calls=calls, stop_at=stop_at, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == stop_at:
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
-
-        monkeypatch.setattr(module, "make_batch", stopping)
+    for title, step in (("ldm ct", 2), ("cross_guided text-xray", 2)):
+        stop_training(title, step)
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path / "stopped")
         (state,) = (tmp_path / "stopped").glob("stages/*/state.safetensors")  # stopped mid-stage, after a checkpoint
         assert state.parent.name.startswith(("08-ldm-ct", "09-cross_guided-text-xray")), state
-        monkeypatch.setattr(module, "make_batch", real)
+    stop_training(None)
     run(tmp_path / "stopped")
 
     weights = sorted(p.relative_to(tmp_path / "uninterrupted")
