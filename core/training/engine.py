@@ -63,7 +63,7 @@ class Engine:
     def __init__(self, settings: AccelerationConfig, device: torch.device):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
-        from accelerate.utils import InitProcessGroupKwargs
+        from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
         if settings.mixed_precision == "fp16" and device.type != "cuda":
             raise ConfigError(f"acceleration.mixed_precision: fp16 needs CUDA (the device is {device}); "
@@ -76,8 +76,13 @@ class Engine:
         self.settings = settings
         self.accelerator = Accelerator(
             cpu=device.type == "cpu", mixed_precision=settings.mixed_precision, step_scheduler_with_optimizer=False,
-            # the others wait while the main process warms a latent cache or trains a SynDiff stage
-            kwargs_handlers=[InitProcessGroupKwargs(timeout=datetime.timedelta(hours=12))])
+            kwargs_handlers=[
+                # the others wait while the main process warms a latent cache or trains a SynDiff stage
+                InitProcessGroupKwargs(timeout=datetime.timedelta(hours=12)),
+                # trained modules may hold parameters a loss never reaches (BERT's pooler beside the
+                # token states a prompt encoder pools itself): DDP must not wait for their gradients
+                DistributedDataParallelKwargs(find_unused_parameters=True),
+            ])
         sharded = str(self.accelerator.distributed_type).rsplit(".", 1)[-1]
         if sharded in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
             raise ConfigError(

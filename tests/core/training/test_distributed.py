@@ -274,3 +274,4 @@ def test_a_stage_with_ema_leaves_the_average_of_its_steps_in_the_trained_weights
         expected = decay * expected + (1 - decay) * value
     assert averaged == pytest.approx(expected, rel=1e-6)
     assert abs(averaged - float(plain)) > 0.01  # the EMA lags the last step's weight
+
