@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medm2g.core.graph_engine import build_plan
-from medm2g.core.losses import symmetric_info_nce
-from medm2g.core.pair_graph import PairEdge, PairGraph
+from medm2g.core.graph.engine import build_plan
+from medm2g.core.graph.pair_graph import PairEdge, PairGraph
+from medm2g.core.models.losses import symmetric_info_nce
 
 FEATURES, WIDTH, EMBED, BATCH = 64, 128, 64, 32
 

@@ -29,9 +29,9 @@ from pathlib import Path
 import attrs
 import torch
 
+from medm2g.core.config.run_config import load_run_config
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
-from medm2g.core.run_config import load_run_config
 from medm2g.core.training.batches import batch_indices
 from medm2g.core.training.cross_guided import build_round
 from medm2g.core.training.engine import Engine

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from medm2g.core.config.run_config import load_run_config
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
-from medm2g.core.run_config import load_run_config
 from medm2g.registry import load_modalities
 
 

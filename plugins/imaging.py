@@ -13,9 +13,9 @@ from typing import Any, Callable, Mapping
 import attrs
 import torch
 
-from medm2g.core.augmentations import Compose
+from medm2g.core.data.augmentations import Compose
 from medm2g.core.errors import PluginError
-from medm2g.core.imaging_io import read_imaging, write_imaging
+from medm2g.core.io.imaging import read_imaging, write_imaging
 from medm2g.core.models.image_encoder import ImageEncoderConfig, ImagePromptEncoder
 from medm2g.core.models.image_latent import ImageDenoiser, ImageUNetConfig, ImageVAE, ImageVAEConfig
 from medm2g.core.models.options import apply_options

@@ -10,7 +10,7 @@ with a different name would be silently ignored by pluggy.
 
 import pluggy
 
-from medm2g.registry.hookspecs import MODALITY_HOOKS, PROJECT_NAME
+from medm2g.registry.hookspecs import BACKEND_HOOKS, MODALITY_HOOKS, PROJECT_NAME
 from medm2g.registry.manager import (
     ENTRY_POINT_GROUP,
     Modality,
@@ -21,6 +21,7 @@ from medm2g.registry.manager import (
 )
 from medm2g.registry.specs import (
     TEXT_LATENT_SHAPE,
+    BackendSpec,
     IntensityConvention,
     ModalityKind,
     ModalitySpec,
@@ -31,6 +32,8 @@ from medm2g.registry.specs import (
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 __all__ = [
+    "BACKEND_HOOKS",
+    "BackendSpec",
     "ENTRY_POINT_GROUP",
     "MODALITY_HOOKS",
     "PROJECT_NAME",

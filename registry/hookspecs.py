@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pluggy
 
-from medm2g.registry.specs import ModalitySpec, ModelSize, PhantomRendering
+from medm2g.registry.specs import BackendSpec, ModalitySpec, ModelSize, PhantomRendering
 
 if TYPE_CHECKING:  # torch is heavy; hook signatures only name its types.
     import torch
 
+    from medm2g.core.io.provenance import Provenance
     from medm2g.core.phantom.anatomy import PhantomSubject
-    from medm2g.core.provenance import Provenance
 
 PROJECT_NAME = "medm2g"
 
@@ -157,8 +157,8 @@ def medm2g_write(
     Called for every generated sample the user asks to save. The inverse of
     :func:`medm2g_read`; the suffix of ``path`` picks the format among the spec's
     ``file_suffixes``. Embed ``provenance`` (what generated the sample) where the format
-    has room, so the file says it is synthetic; ``medm2g.core.imaging_io`` and
-    ``medm2g.core.provenance`` do this for the common formats. A volume written as DICOM
+    has room, so the file says it is synthetic; ``medm2g.core.io.imaging`` and
+    ``medm2g.core.io.provenance`` do this for the common formats. A volume written as DICOM
     may become a series folder: return what was written. Required.
 
     Example::
@@ -193,6 +193,26 @@ def medm2g_phantom_render(
     """
 
 
+@hookspec
+def medm2g_backends() -> "list[BackendSpec]":
+    """Register generation backends: what trains a pair-graph edge's stages and answers requests.
+
+    Called once when plugins load, on every plugin that implements it; the results of
+    all plugins are collected (no ``firstresult``), so one package may register several
+    backends. Names must be unique across installed plugins: the manager names both
+    sources of a duplicate. MedM2G's own backend (``medm2g``) and SynDiff (``syndiff``)
+    register through this hook exactly as a third-party one does. Optional.
+
+    Example::
+
+        @hookimpl
+        def medm2g_backends():
+            return [BackendSpec(name="pix2pix", description="paired L1 translation",
+                                stage_runners={"regression": run_regression_stage},
+                                generator=RegressionTranslator)]
+    """
+
+
 MODALITY_HOOKS: tuple[str, ...] = (
     "medm2g_modality_spec",
     "medm2g_prompt_encoder",
@@ -204,6 +224,9 @@ MODALITY_HOOKS: tuple[str, ...] = (
     "medm2g_phantom_render",
 )
 """Every hook a modality plugin may implement, in the order the docs list them."""
+
+BACKEND_HOOKS: tuple[str, ...] = ("medm2g_backends",)
+"""Hooks a backend plugin implements; a plugin may implement modality hooks, backend hooks or both."""
 
 IMAGING_ONLY_HOOKS: frozenset[str] = frozenset({"medm2g_augmentation"})
 """Hooks required only of imaging (``image``/``volume``) modalities."""

@@ -17,15 +17,15 @@ from typing import Any, Iterable, Iterator, Mapping
 import attrs
 import pluggy
 
+import medm2g.registry.hookspecs as hookspecs
 from medm2g.core.errors import PluginError
-from medm2g.registry import hookspecs
-from medm2g.registry.hookspecs import IMAGING_ONLY_HOOKS, MODALITY_HOOKS, OPTIONAL_HOOKS, PROJECT_NAME
-from medm2g.registry.specs import ModalitySpec, ModelSize, PhantomRendering
+from medm2g.registry.hookspecs import BACKEND_HOOKS, IMAGING_ONLY_HOOKS, MODALITY_HOOKS, OPTIONAL_HOOKS, PROJECT_NAME
+from medm2g.registry.specs import BackendSpec, ModalitySpec, ModelSize, PhantomRendering
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = PROJECT_NAME
-"""Third-party modalities arrive through this entry-point group (``pip install medm2g-pet``)."""
+"""Third-party modalities and backends arrive through this entry-point group (``pip install medm2g-pet``)."""
 
 
 @attrs.frozen
@@ -107,9 +107,21 @@ class Modality:
 class ModalityRegistry(Mapping[str, Modality]):
     """Read-only mapping from modality name to :class:`Modality`, sorted by name."""
 
-    def __init__(self, modalities: Iterable[Modality], manager: pluggy.PluginManager):
+    def __init__(self, modalities: Iterable[Modality], manager: pluggy.PluginManager,
+                 backends: Mapping[str, BackendSpec] | None = None):
         self._by_name = {m.name: m for m in sorted(modalities, key=lambda m: m.name)}
         self.manager = manager
+        self.backends: Mapping[str, BackendSpec] = types.MappingProxyType(dict(sorted((backends or {}).items())))
+        """The installed generation backends by name (``medm2g``, ``syndiff``, third-party ones)."""
+
+    def backend(self, name: str) -> BackendSpec:
+        """The backend registered under ``name``, or an error naming the installed ones."""
+        try:
+            return self.backends[name]
+        except KeyError:
+            close = difflib.get_close_matches(str(name), list(self.backends), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise PluginError(f"unknown backend {name!r} ({hint}installed: {', '.join(self.backends) or 'none'})") from None
 
     def __getitem__(self, name: str) -> Modality:
         try:
@@ -141,7 +153,7 @@ class ModalityRegistry(Mapping[str, Modality]):
         unknown = sorted(set(changes) - set(self._by_name))
         if unknown:
             raise PluginError(f"{source}: {unknown_modality_message(unknown[0], self._by_name)}")
-        return ModalityRegistry(modalities, self.manager)
+        return ModalityRegistry(modalities, self.manager, self.backends)
 
 
 def unknown_modality_message(name: str, installed: Iterable[str]) -> str:
@@ -170,7 +182,7 @@ def load_modalities(extra_plugins: Iterable[object] = (), *, entry_points: bool 
         _register(manager, plugin, source)
         sources[id(plugin)] = source
     _check_unknown_hooks(manager, sources)
-    return ModalityRegistry(_collect_modalities(manager, sources), manager)
+    return ModalityRegistry(_collect_modalities(manager, sources), manager, _collect_backends(manager, sources))
 
 
 def _load_entry_points() -> Iterator[tuple[object, PluginSource]]:
@@ -212,11 +224,11 @@ def _check_unknown_hooks(manager: pluggy.PluginManager, sources: Mapping[int, Pl
         for impl in caller.get_hookimpls():
             if getattr(impl, "optionalhook", False):
                 continue
-            close = difflib.get_close_matches(name, MODALITY_HOOKS, n=1)
+            close = difflib.get_close_matches(name, MODALITY_HOOKS + BACKEND_HOOKS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PluginError(
                 f"plugin {sources.get(id(impl.plugin), PluginSource(_plugin_name(impl.plugin)))}: "
-                f"unknown hook {name!r}{hint}; known hooks: {', '.join(MODALITY_HOOKS)}"
+                f"unknown hook {name!r}{hint}; known hooks: {', '.join(MODALITY_HOOKS + BACKEND_HOOKS)}"
             )
     manager.check_pending()  # anything pluggy itself still finds wrong
 
@@ -261,3 +273,26 @@ def _call_spec_hook(impl: pluggy.HookImpl, source: PluginSource) -> ModalitySpec
             f"plugin {source}: medm2g_modality_spec must return a ModalitySpec, got {type(spec).__name__}"
         )
     return spec
+
+
+def _collect_backends(manager: pluggy.PluginManager, sources: Mapping[int, PluginSource]) -> dict[str, BackendSpec]:
+    """Every plugin's ``medm2g_backends`` records, validated: records of the right type, unique names.
+    The hook is called through the plugin manager, so hook wrappers around it take effect."""
+    backends: dict[str, tuple[BackendSpec, PluginSource]] = {}
+    for impl in manager.hook.medm2g_backends.get_hookimpls():
+        source = sources.get(id(impl.plugin), PluginSource(_plugin_name(impl.plugin)))
+        try:
+            records = manager.subset_hook_caller("medm2g_backends", remove_plugins=[
+                other.plugin for other in manager.hook.medm2g_backends.get_hookimpls() if other is not impl])()
+        except (ValueError, TypeError) as error:
+            raise PluginError(f"plugin {source}: medm2g_backends returned an invalid backend: {error}") from error
+        for returned in records:
+            for record in returned or ():
+                if not isinstance(record, BackendSpec):
+                    raise PluginError(f"plugin {source}: medm2g_backends must return BackendSpec records, "
+                                      f"got {type(record).__name__}")
+                if record.name in backends:
+                    raise PluginError(f"two plugins register backend {record.name!r}: {backends[record.name][1]} "
+                                      f"and {source}; uninstall one of them or rename its backend")
+                backends[record.name] = (record, source)
+    return {name: record for name, (record, _) in backends.items()}

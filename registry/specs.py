@@ -201,3 +201,34 @@ class PhantomRendering:
     def _not_empty(self, attribute, value) -> None:
         if not value:
             raise ValueError("a phantom rendering needs at least one sample")
+
+
+def _name(instance, attribute, value) -> None:
+    if not isinstance(value, str) or not MODALITY_NAME_PATTERN.match(value):
+        raise ValueError(f"{attribute.name} must be a lowercase identifier (letters, digits, _), got {value!r}")
+
+
+@attrs.frozen
+class BackendSpec:
+    """One generation backend, as a plugin registers it through ``medm2g_backends``.
+
+    A backend trains the stages the graph engine plans for its edges and answers
+    generation requests for a trained run. ``stage_runners`` maps a stage kind (the
+    value a plan's stage carries, ``"vae"``, ``"adversarial_diffusion"``, ...) to a
+    function ``runner(plan, stage, registry, config, layout, engine) -> record`` that
+    trains (or resumes) that stage and returns its record. ``generator`` builds the
+    backend's answer to ``medm2g generate`` from a trained run: any object with
+    ``generate(request)`` and ``describe(request)``
+    (:class:`medm2g.core.generation.backends.GenerationBackend`).
+    """
+
+    name: str = attrs.field(validator=_name)
+    description: str
+    stage_runners: dict = attrs.field(factory=dict, converter=dict)
+    generator: object = None
+
+    @stage_runners.validator
+    def _callables(self, attribute, value) -> None:
+        for kind, runner in value.items():
+            if not isinstance(kind, str) or not callable(runner):
+                raise ValueError(f"stage_runners must map stage kind names to functions, got {kind!r}: {runner!r}")

@@ -15,8 +15,8 @@ def installed():
 
 @pytest.fixture(scope="session")
 def paper_graph(installed):
-    from medm2g.core.cli import resolve_graph_path
-    from medm2g.core.pair_graph import load_pair_graph
+    from medm2g.core.graph.pair_graph import load_pair_graph
+    from medm2g.core.graph.shipped import resolve_graph_path
 
     return load_pair_graph(resolve_graph_path("medm2g.yaml"), installed=installed)
 

@@ -26,7 +26,7 @@ def test_the_wheel_installs_only_the_medm2g_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"medm2g", next(t for t in top_level if t.endswith(".dist-info"))}
-    assert "medm2g/core/graph_engine.py" in names and "medm2g/registry/hookspecs.py" in names
+    assert "medm2g/core/graph/engine.py" in names and "medm2g/registry/hookspecs.py" in names
     assert "medm2g/graphs/medm2g.yaml" in names and "medm2g/graphs/pair-graph.schema.json" in names
     assert "medm2g/plugins/text/vocabulary.txt" in names
     for folder in ("core", "registry", "plugins"):  # every source module ships (a new sub-package must be listed)
@@ -61,7 +61,7 @@ def run_with(site: Path, *command: str, cwd: Path | None = None) -> subprocess.C
 
 def test_pet_appears_in_modalities_from_its_own_distribution(pet_site):
     site, _ = pet_site
-    result = run_with(site, sys.executable, "-m", "medm2g.core.cli", "modalities")
+    result = run_with(site, sys.executable, "-m", "medm2g.core.apps.cli", "modalities")
     assert result.returncode == 0, result.stderr
     assert "pet  (volume)  provided by 'pet' from medm2g-pet 0.1.0" in result.stdout
     assert "intensity 0..10 (SUV) -> [-1, 1]" in result.stdout
@@ -76,7 +76,7 @@ def test_pet_takes_part_in_a_plan(pet_site, tmp_path):
         "  - {a: text, b: ct, dataset: text-ct.csv}\n"
         "  - {a: ct, b: pet, dataset: ct-pet.csv}\n"
     )
-    result = run_with(site, sys.executable, "-m", "medm2g.core.cli", "plan", str(graph))
+    result = run_with(site, sys.executable, "-m", "medm2g.core.apps.cli", "plan", str(graph))
     assert result.returncode == 0, result.stderr
     assert "pet      aligns to ct       through ct (2 hops)" in result.stdout
     assert "Round 2 (#10) ct-pet: ct-pet.csv" in result.stdout

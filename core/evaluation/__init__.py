@@ -1,1 +1,1 @@
-"""Scoring generated samples against ground truth: image similarity, report text overlap."""
+"""Scoring a trained run: every generation task against held-out truth, retrieval, and ``medm2g eval``."""

@@ -17,17 +17,17 @@ from typing import Sequence
 import attrs
 import torch
 
-from medm2g.core.checkpoints import write_json
+from medm2g.core.data.manifest import Manifest
+from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.errors import ConfigError
-from medm2g.core.evaluation.fid import FeatureNetwork, features, frechet_distance, timm_feature_network
-from medm2g.core.evaluation.image_metrics import ms_ssim, psnr, ssim
-from medm2g.core.evaluation.text_metrics import corpus_bleu, mean_rouge_l
 from medm2g.core.generation.backends import GenerationRequest, generation_backend
 from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
-from medm2g.core.graph_engine import TrainingPlan
-from medm2g.core.manifest import Manifest
-from medm2g.core.paired_dataset import PairedDataset
+from medm2g.core.graph.engine import TrainingPlan
+from medm2g.core.io.checkpoints import write_json
+from medm2g.core.metrics.fid import FeatureNetwork, features, frechet_distance, timm_feature_network
+from medm2g.core.metrics.image import ms_ssim, psnr, ssim
+from medm2g.core.metrics.text import corpus_bleu, mean_rouge_l
 from medm2g.core.phantom.image_findings import ImageFindingReader, fit_reader, image_finding_agreement, subject_finding
 from medm2g.core.phantom.report_findings import finding_agreement
 from medm2g.core.training.data import manifest_path
@@ -106,7 +106,7 @@ def score_samples(generated: list, truth: list, reader: ImageFindingReader | Non
 def finding_readers(plan: TrainingPlan, registry, targets: Sequence[str]) -> dict[str, ImageFindingReader]:
     """A finding reader per imaging target, fitted on the graph's training manifests, where the data
     are a phantom cohort (elsewhere there is no ground truth to read against, and no reader)."""
-    from medm2g.core.manifest import read_manifest
+    from medm2g.core.data.manifest import read_manifest
 
     manifests = [read_manifest(manifest_path(plan.graph, d), registry)
                  for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import attrs
 
+from medm2g.core.data.manifest import Manifest
 from medm2g.core.evaluation.generation_eval import TaskScore, evaluate_generation, write_generation_scores
 from medm2g.core.generation.trained_run import TrainedRun
-from medm2g.core.manifest import Manifest
-from medm2g.core.retrieval import RetrievalRow
+from medm2g.core.metrics.retrieval import RetrievalRow
 from medm2g.core.training.alignment import evaluate_alignment, evaluation_manifest
 from medm2g.core.training.run import load_run_plan
 

@@ -11,13 +11,13 @@ rounds, the output's denoiser also attends through theta_c to V_X([z_t^X, f_X]) 
 samples several outputs in lockstep, each output's denoiser attending through its
 theta_c sub-layers to V_M([z_t^M, f_M]) of every *other* output's current latent
 (the paper's figure 4c). Other backends (an adversarial diffusion for unpaired
-translation, say) register under their own name in :data:`BACKENDS` and implement
-the same :class:`GenerationBackend` protocol, so the CLI and the writers stay unchanged.
+translation, say) register under their own name through the ``medm2g_backends`` hook
+and implement the same :class:`GenerationBackend` protocol, so the CLI and the writers stay unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Protocol
+from typing import Mapping, Protocol
 
 import attrs
 import torch
@@ -229,21 +229,13 @@ class CrossGuidedGenerator:
         return list(decoded.float().clamp(-1, 1).cpu())
 
 
-def _syndiff(run: TrainedRun) -> GenerationBackend:
-    from medm2g.core.generation.translation import SynDiffTranslator  # it builds on this module's request
-
-    return SynDiffTranslator(run)
-
-
-BACKENDS: dict[str, Callable[[TrainedRun], GenerationBackend]] = {"medm2g": CrossGuidedGenerator, "syndiff": _syndiff}
-"""Generation backends by the name a pair graph or ``medm2g generate --backend`` uses."""
-
-
 def generation_backend(name: str, run: TrainedRun) -> GenerationBackend:
-    try:
-        return BACKENDS[name](run)
-    except KeyError:
-        raise ConfigError(f"unknown generation backend {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
+    """The named backend's generator for ``run``, from the installed backends' records."""
+    backend = run.registry.backends.get(name)
+    if backend is None or backend.generator is None:
+        known = ", ".join(n for n, b in run.registry.backends.items() if b.generator is not None)
+        raise ConfigError(f"unknown generation backend {name!r} (known: {known or 'none'})")
+    return backend.generator(run)
 
 
 def default_backend(run: TrainedRun, request: GenerationRequest) -> str:

@@ -18,11 +18,11 @@ from typing import Sequence
 
 import torch
 
-from medm2g.core.checkpoints import write_json
 from medm2g.core.errors import ConfigError
 from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
-from medm2g.core.imaging_io import WRITABLE_SUFFIXES
-from medm2g.core.provenance import Provenance
+from medm2g.core.io.checkpoints import write_json
+from medm2g.core.io.imaging import WRITABLE_SUFFIXES
+from medm2g.core.io.provenance import Provenance
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 DEFAULT_SUFFIX = {ModalityKind.IMAGE: ".png", ModalityKind.VOLUME: ".nii.gz", ModalityKind.TEXT: ".txt"}

@@ -15,9 +15,9 @@ import attrs
 import torch
 from torch import nn
 
+from medm2g.core.config.run_config import RunConfig, load_run_config, with_overrides
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.errors import CheckpointError
-from medm2g.core.run_config import RunConfig, load_run_config, with_overrides
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.cross_guided import CrossGuidedSide, build_side
 from medm2g.core.training.encoders import load_prompt_encoders, resolve_device
@@ -71,13 +71,6 @@ class TrainedRun:
         side = self._ready(build_side(self.registry, modality, self.config, self.layout, load_trained=True))
         configure_attention(side.denoiser, self.config.attention, self.device)
         return side
-
-    @functools.cache
-    def translation(self, source: str, target: str) -> nn.Module:
-        """The SynDiff the run's translation edge of the two modalities trained (either direction)."""
-        from medm2g.core.syndiff.stage import load_syndiff
-
-        return self._ready(load_syndiff(self.registry, source, target, self.config, self.layout))
 
     def translatable(self) -> list[tuple[str, str]]:
         """(source, target) of every direction a trained translation edge (SynDiff) can do."""

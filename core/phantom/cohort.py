@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from medm2g.core.errors import DataError
-from medm2g.core.imaging_io import slices_to_nifti
-from medm2g.core.pair_graph import PairGraph
+from medm2g.core.graph.pair_graph import PairGraph
+from medm2g.core.io.imaging import slices_to_nifti
+from medm2g.core.io.provenance import Provenance
 from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
 from medm2g.core.progress import progress
-from medm2g.core.provenance import Provenance
 from medm2g.registry import Modality, ModalityKind, ModalityRegistry
 
 TEST_FRACTION = 0.2

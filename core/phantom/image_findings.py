@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medm2g.core.manifest import Manifest
-from medm2g.core.paired_dataset import PairedDataset, key_slice
+from medm2g.core.data.manifest import Manifest
+from medm2g.core.data.paired_dataset import PairedDataset, key_slice
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.overview import load_mask
 from medm2g.core.phantom.report_findings import agreement

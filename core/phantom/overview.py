@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medm2g.core.imaging_io import nifti_to_slices
+from medm2g.core.io.imaging import nifti_to_slices
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 

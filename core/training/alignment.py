@@ -26,13 +26,13 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import read_json
+from medm2g.core.config.run_config import AlignmentConfig, RunConfig
+from medm2g.core.data.manifest import Manifest, read_manifest, validate_manifest
 from medm2g.core.errors import DataError
-from medm2g.core.graph_engine import Stage, StageKind, TrainingPlan
-from medm2g.core.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
-from medm2g.core.manifest import Manifest, read_manifest, validate_manifest
-from medm2g.core.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
-from medm2g.core.run_config import AlignmentConfig, RunConfig
+from medm2g.core.graph.engine import Stage, StageKind, TrainingPlan
+from medm2g.core.io.checkpoints import read_json
+from medm2g.core.metrics.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
+from medm2g.core.models.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import manifest_path, paired_records
 from medm2g.core.training.encoders import (

@@ -15,10 +15,10 @@ import logging
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_module, read_metadata, save_module
+from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph_engine import Stage, TrainingPlan
-from medm2g.core.run_config import RunConfig
+from medm2g.core.graph.engine import Stage, TrainingPlan
+from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from medm2g.core.paired_dataset import collate_samples
+from medm2g.core.data.paired_dataset import collate_samples
 
 
 class MemoisedDataset(Dataset):

@@ -21,7 +21,7 @@ import attrs
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_tensors, save_tensors
+from medm2g.core.config.run_config import RunConfig
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.cross_guidance import (
@@ -32,8 +32,8 @@ from medm2g.core.diffusion.cross_guidance import (
 )
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph_engine import Part, Stage, TrainingPlan
-from medm2g.core.run_config import RunConfig
+from medm2g.core.graph.engine import Part, Stage, TrainingPlan
+from medm2g.core.io.checkpoints import load_tensors, save_tensors
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records

@@ -7,10 +7,10 @@ from typing import Sequence
 
 from torch.utils.data import ConcatDataset, Dataset
 
+from medm2g.core.data.manifest import read_manifest, validate_manifest
+from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.errors import DataError
-from medm2g.core.manifest import read_manifest, validate_manifest
-from medm2g.core.pair_graph import PairGraph
-from medm2g.core.paired_dataset import PairedDataset
+from medm2g.core.graph.pair_graph import PairGraph
 from medm2g.core.training.batches import MemoisedDataset
 from medm2g.registry import ModalityRegistry
 

@@ -9,9 +9,9 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_module, read_metadata, save_module
+from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import CheckpointError
-from medm2g.core.run_config import RunConfig
+from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.training.layout import RunLayout
 from medm2g.registry import ModalityRegistry
 

@@ -1,6 +1,6 @@
 """Every training stage runs on Hugging Face accelerate: this is the one place that talks to it.
 
-``accelerate launch --multi_gpu -m medm2g.core.cli train GRAPH --out RUN`` starts the processes
+``accelerate launch --multi_gpu -m medm2g.core.apps.cli train GRAPH --out RUN`` starts the processes
 (data parallel: NCCL over GPUs, gloo over CPUs); a plain ``medm2g train`` is the one-process
 case of the same code. Sharded training (FSDP, DeepSpeed) is refused with an explanation: the
 resumable state would need its sharded optimizer state gathered, which is not written yet. The
@@ -26,8 +26,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from medm2g.core.config.run_config import AccelerationConfig
 from medm2g.core.errors import ConfigError
-from medm2g.core.run_config import AccelerationConfig
 from medm2g.core.training.shards import Batching, Shard, shards, step_batch_size
 
 logger = logging.getLogger("medm2g.train")

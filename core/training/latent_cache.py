@@ -32,7 +32,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from medm2g.core.checkpoints import read_metadata, save_tensors
+from medm2g.core.io.checkpoints import read_metadata, save_tensors
 
 logger = logging.getLogger("medm2g.train")
 

@@ -17,13 +17,13 @@ import logging
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_module, save_module
+from medm2g.core.config.run_config import RunConfig
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph_engine import Stage, TrainingPlan
-from medm2g.core.run_config import RunConfig
+from medm2g.core.graph.engine import Stage, TrainingPlan
+from medm2g.core.io.checkpoints import load_module, save_module
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records

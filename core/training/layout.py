@@ -24,7 +24,7 @@ from pathlib import Path
 
 import attrs
 
-from medm2g.core.graph_engine import Stage
+from medm2g.core.graph.engine import Stage
 
 
 @attrs.frozen

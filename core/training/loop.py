@@ -19,10 +19,10 @@ import attrs
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import write_json
-from medm2g.core.graph_engine import Stage
+from medm2g.core.config.run_config import RunConfig, run_config_to_dict
+from medm2g.core.graph.engine import Stage
+from medm2g.core.io.checkpoints import write_json
 from medm2g.core.progress import progress
-from medm2g.core.run_config import RunConfig, run_config_to_dict
 from medm2g.core.training.ema import ParameterEMA
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.history import append_history, draw_curves, read_history, truncate_history

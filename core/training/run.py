@@ -13,11 +13,12 @@ from pathlib import Path
 
 import yaml
 
+from medm2g.core.config.run_config import RunConfig, run_config_to_dict, structure_run_config
 from medm2g.core.errors import CheckpointError, ConfigError
-from medm2g.core.graph_engine import TrainingPlan, build_plan
-from medm2g.core.pair_graph import PairGraph, load_pair_graph
-from medm2g.core.plan_report import plan_to_dict
-from medm2g.core.run_config import RunConfig, run_config_to_dict, structure_run_config
+from medm2g.core.graph.engine import TrainingPlan, build_plan
+from medm2g.core.graph.pair_graph import PairGraph, load_pair_graph
+from medm2g.core.graph.plan_text import plan_to_dict
+from medm2g.core.graph.shipped import shipped_graphs_dir
 from medm2g.core.training.layout import RunLayout
 from medm2g.registry import ModalityRegistry
 
@@ -59,8 +60,6 @@ def bind_config(layout: RunLayout, config: RunConfig) -> None:
 def is_shipped_graph(graph: PairGraph) -> bool:
     """True for a graph installed with medm2g, or a byte-identical copy of one (``graphs/medm2g.yaml``
     in a source checkout when medm2g is installed from a wheel)."""
-    from medm2g.core.cli import shipped_graphs_dir
-
     source = Path(graph.source)
     shipped = shipped_graphs_dir() / source.name
     if not source.is_file() or not shipped.is_file():
@@ -97,7 +96,7 @@ def prepare_run(graph: PairGraph, registry: ModalityRegistry, config: RunConfig,
     if not layout.plan_json.is_file() or layout.plan_json.read_text(encoding="utf-8") != text:
         layout.plan_json.write_text(text, encoding="utf-8")  # unchanged: not written (processes after the main one)
     if not layout.plan_picture.is_file():
-        from medm2g.core.plan_drawing import draw_plan
+        from medm2g.core.graph.plan_drawing import draw_plan
 
         draw_plan(plan, layout.plan_picture)
     return plan

@@ -15,8 +15,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from medm2g.core.checkpoints import load_tensors, read_metadata, save_tensors
 from medm2g.core.errors import CheckpointError
+from medm2g.core.io.checkpoints import load_tensors, read_metadata, save_tensors
 
 STATE_FORMAT = "medm2g-training-state-1"
 

@@ -1,7 +1,8 @@
 """The multi-flow trainer: every stage of a plan, in order, resuming where a run stopped.
 
 Alignment stages run first (they share the live encoders), then each VAE, each
-single-modality LDM and the multi-flow rounds. A stage with a record in the run
+single-modality LDM and the multi-flow rounds, then the stages of other backends'
+edges; every stage but alignment is trained by the runner its backend registered. A stage with a record in the run
 folder is complete and skipped; one with a saved state resumes at its step.
 """
 
@@ -9,33 +10,38 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Collection
+from typing import Callable, Collection
 
 import torch
 
-from medm2g.core.checkpoints import read_json
-from medm2g.core.graph_engine import StageKind, TrainingPlan
-from medm2g.core.run_config import RunConfig
-from medm2g.core.syndiff.stage import run_syndiff_stage
+from medm2g.core.config.run_config import RunConfig
+from medm2g.core.errors import PluginError
+from medm2g.core.graph.engine import StageKind, TrainingPlan
+from medm2g.core.io.checkpoints import read_json
 from medm2g.core.training.alignment import align
-from medm2g.core.training.autoencoding import run_vae_stage
-from medm2g.core.training.cross_guided import run_round_stage
 from medm2g.core.training.encoders import resolve_device
 from medm2g.core.training.engine import Engine
-from medm2g.core.training.latent_diffusion import run_ldm_stage
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import StageResult
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
 
-STAGE_RUNNERS = {
-    StageKind.VAE: run_vae_stage,
-    StageKind.LDM: run_ldm_stage,
-    StageKind.CROSS_GUIDED: run_round_stage,
-    StageKind.ADVERSARIAL_DIFFUSION: run_syndiff_stage,
-}
-"""How each non-alignment stage kind trains; all take (plan, stage, registry, config, layout, engine)."""
+def stage_runners(registry: ModalityRegistry) -> dict[str, Callable]:
+    """How each stage kind trains, from the installed backends' records (``medm2g_backends``);
+    every runner takes (plan, stage, registry, config, layout, engine) and returns the stage's record."""
+    runners: dict[str, Callable] = {}
+    for backend in registry.backends.values():
+        runners.update(backend.stage_runners)
+    return runners
+
+
+def _runner(runners: dict[str, Callable], stage, registry: ModalityRegistry) -> Callable:
+    try:
+        return runners[stage.kind.value]
+    except KeyError:
+        raise PluginError(f"stage {stage.index} ({stage.title}): no installed backend trains {stage.kind.value!r} "
+                          f"stages (installed backends: {', '.join(registry.backends) or 'none'})") from None
 
 
 def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
@@ -46,6 +52,7 @@ def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
     single-modality LDMs alone: the paper's ablation without latent cross-guided generation."""
     layout = RunLayout(run_dir)
     engine = engine or Engine(config.acceleration, resolve_device(config.device))
+    runners = stage_runners(registry)
     results = align(plan, registry, config, run_dir, engine) if StageKind.ALIGNMENT in kinds else []
     for stage in plan.stages:
         if stage.kind is StageKind.ALIGNMENT or stage.kind not in kinds:
@@ -56,6 +63,6 @@ def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
             continue
         logger.info("stage %d/%d: %s", stage.index, len(plan.stages), stage.title)
         with torch.random.fork_rng(devices=[]):
-            record = STAGE_RUNNERS[stage.kind](plan, stage, registry, config, layout, engine)
+            record = _runner(runners, stage, registry)(plan, stage, registry, config, layout, engine)
         results.append(StageResult(stage, record, skipped=False))
     return results

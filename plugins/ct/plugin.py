@@ -8,8 +8,8 @@ add quantum noise; CT is never flipped, since laterality is clinical information
 
 import attrs
 
-from medm2g.core.augmentations import Compose, GaussianNoise, IntensityJitter, SmallAffine
-from medm2g.core.imaging_io import IMAGING_SUFFIXES
+from medm2g.core.data.augmentations import Compose, GaussianNoise, IntensityJitter, SmallAffine
+from medm2g.core.io.imaging import IMAGING_SUFFIXES
 from medm2g.plugins.ct.phantom import render
 from medm2g.plugins.imaging import ImagingModalityPlugin
 from medm2g.registry import IntensityConvention, ModalitySpec

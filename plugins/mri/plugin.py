@@ -6,8 +6,8 @@ change of contrast, a small pose change and noise: what varies between scanners
 and sessions without changing the anatomy.
 """
 
-from medm2g.core.augmentations import BiasField, Compose, Gamma, GaussianNoise, SmallAffine
-from medm2g.core.imaging_io import IMAGING_SUFFIXES
+from medm2g.core.data.augmentations import BiasField, Compose, Gamma, GaussianNoise, SmallAffine
+from medm2g.core.io.imaging import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
 from medm2g.plugins.mri.phantom import render
 from medm2g.registry import IntensityConvention, ModalitySpec

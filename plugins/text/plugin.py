@@ -13,14 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from medm2g.core.dicom_io import is_dicom_file
 from medm2g.core.errors import DataError, PluginError
+from medm2g.core.io.dicom_read import is_dicom_file
+from medm2g.core.io.provenance import sidecar_path
 from medm2g.core.models.options import apply_options
-from medm2g.core.models.text_diffuser import TextDiffuser, TextDiffuserConfig
-from medm2g.core.models.text_encoder import TextEncoderConfig, TextPromptEncoder
-from medm2g.core.models.text_tokenizer import load_tokenizer
-from medm2g.core.models.text_vae import TextVAE, TextVAEConfig
-from medm2g.core.provenance import sidecar_path
+from medm2g.plugins.text.models.diffuser import TextDiffuser, TextDiffuserConfig
+from medm2g.plugins.text.models.encoder import TextEncoderConfig, TextPromptEncoder
+from medm2g.plugins.text.models.tokenizer import load_tokenizer
+from medm2g.plugins.text.models.vae import TextVAE, TextVAEConfig
 from medm2g.plugins.text.phantom import render as render_phantom
 from medm2g.plugins.text.structured_report import read_structured_report
 from medm2g.registry import TEXT_LATENT_SHAPE, ModalitySpec, ModelSize, PhantomRendering, hookimpl

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medm2g.core.dicom_io import read_dataset
 from medm2g.core.errors import DataError
+from medm2g.core.io.dicom_read import read_dataset
 
 
 def _text_items(sequence) -> list[str]:

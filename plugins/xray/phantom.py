@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from medm2g.core.imaging_io import window_to_model
+from medm2g.core.io.imaging import window_to_model
 from medm2g.core.phantom.anatomy import TISSUES, SamplingGrid
 from medm2g.core.phantom.physics import LESION_MASK_THRESHOLD, lesion_value, property_map
 from medm2g.registry import ModalitySpec, PhantomRendering

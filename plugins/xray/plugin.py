@@ -6,8 +6,8 @@ contrast and brightness (exposure), rotate by at most 3 degrees and add noise.
 They never flip left and right: reports state laterality ("left lower lobe").
 """
 
-from medm2g.core.augmentations import Compose, Contrast, GaussianNoise, IntensityJitter, SmallAffine
-from medm2g.core.imaging_io import IMAGING_SUFFIXES
+from medm2g.core.data.augmentations import Compose, Contrast, GaussianNoise, IntensityJitter, SmallAffine
+from medm2g.core.io.imaging import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
 from medm2g.plugins.xray.phantom import render
 from medm2g.registry import IntensityConvention, ModalitySpec

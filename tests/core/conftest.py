@@ -99,7 +99,7 @@ def tiny_run_config() -> str:
 @pytest.fixture(scope="session")
 def tiny_trained_run(blob_cohort, tmp_path_factory):
     """A run folder in which every stage of the blob plan has run (3 steps each, tiny models)."""
-    from medm2g.core.cli import main
+    from medm2g.core.apps.cli import main
 
     folder = tmp_path_factory.mktemp("tiny-run")
     config = folder / "tiny.yaml"

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from medm2g.core.dicom_io import read_dicom_file
 from medm2g.core.errors import DataError
+from medm2g.core.io.dicom_read import read_dicom_file
 from medm2g.plugins.ct.plugin import WINDOW_PRESETS, with_window
 
 
 def test_a_brain_window_maps_0_to_80_hu_onto_the_model_range(installed):
-    from medm2g.core.imaging_io import read_imaging
+    from medm2g.core.io.imaging import read_imaging
 
     spec = with_window(installed["ct"].spec, "brain")
     assert spec.intensity.window == WINDOW_PRESETS["brain"]

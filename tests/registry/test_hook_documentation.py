@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from medm2g.registry import MODALITY_HOOKS, Modality, hookspecs
+from medm2g.registry import BACKEND_HOOKS, MODALITY_HOOKS, Modality, hookspecs
+
+ALL_HOOKS = MODALITY_HOOKS + BACKEND_HOOKS
 
 CONTRIBUTING = (Path(__file__).parents[2] / "CONTRIBUTING.md").read_text()
 
@@ -14,18 +16,18 @@ def declared_hooks() -> list[str]:
     return [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("medm2g_")]
 
 
-def test_every_declared_hook_is_a_modality_hook():
-    assert sorted(declared_hooks()) == sorted(MODALITY_HOOKS)
+def test_every_declared_hook_is_a_modality_or_backend_hook():
+    assert sorted(declared_hooks()) == sorted(ALL_HOOKS)
 
 
-@pytest.mark.parametrize("hook", MODALITY_HOOKS)
+@pytest.mark.parametrize("hook", ALL_HOOKS)
 def test_every_hook_documents_when_it_is_called_with_an_example(hook):
     doc = inspect.getdoc(getattr(hookspecs, hook)) or ""
     assert "Example::" in doc and "@hookimpl" in doc, f"{hook} needs an example"
     assert ("Called" in doc) or ("called" in doc), f"{hook} must say when it is called"
 
 
-@pytest.mark.parametrize("hook", MODALITY_HOOKS)
+@pytest.mark.parametrize("hook", ALL_HOOKS)
 def test_every_hook_is_in_the_contributing_reference(hook):
     assert f"`{hook}(" in CONTRIBUTING
 

@@ -4,8 +4,8 @@ The spec says what medm2g may know about PET; the generic imaging plugin turns
 it into every hook, and only the augmentation is PET-specific.
 """
 
-from medm2g.core.augmentations import Compose, IntensityJitter, SmallAffine
-from medm2g.core.imaging_io import IMAGING_SUFFIXES
+from medm2g.core.data.augmentations import Compose, IntensityJitter, SmallAffine
+from medm2g.core.io.imaging import IMAGING_SUFFIXES
 from medm2g.plugins.imaging import ImagingModalityPlugin
 from medm2g.registry import IntensityConvention, ModalitySpec
 from medm2g_pet.counts import CountNoise

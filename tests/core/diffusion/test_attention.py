@@ -6,10 +6,10 @@ import logging
 import pytest
 import torch
 
+from medm2g.core.config.run_config import structure_run_config
 from medm2g.core.diffusion import attention
 from medm2g.core.diffusion.attention import attend, choose_attention, configure_attention
 from medm2g.core.diffusion.cross_guidance import CrossGuidedAttnProcessor, GuidanceAttention, attach_cross_guidance
-from medm2g.core.run_config import structure_run_config
 from medm2g.registry import ModelSize
 
 CPU = torch.device("cpu")

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from medm2g.core.cli import main
+from medm2g.core.apps.cli import main
 from medm2g.core.evaluation.generation_eval import score_samples
 
 

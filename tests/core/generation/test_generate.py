@@ -6,12 +6,12 @@ import attrs
 import pytest
 import torch
 
-from medm2g.core.cli import main
+from medm2g.core.apps.cli import main
 from medm2g.core.errors import CheckpointError, ConfigError, DataError
 from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
 from medm2g.core.generation.conditions import read_condition
 from medm2g.core.generation.trained_run import TrainedRun
-from medm2g.core.inspect_file import inspect_file
+from medm2g.core.io.inspect_file import inspect_file
 
 REPORT = "Findings: a lesion is seen in the left frontal lobe. Impression: left lesion."
 

@@ -2,7 +2,7 @@
 
 import json
 
-from medm2g.core.cli import main
+from medm2g.core.apps.cli import main
 
 
 def test_align_writes_encoders_records_and_the_retrieval_table_then_resumes(blob_cohort, tmp_path, capsys):

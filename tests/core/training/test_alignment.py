@@ -6,11 +6,11 @@ import attrs
 import pytest
 import torch
 
-from medm2g.core.checkpoints import load_tensors, read_json
+from medm2g.core.config.run_config import AlignmentConfig, RunConfig
 from medm2g.core.errors import ConfigError
-from medm2g.core.graph_engine import StageKind
-from medm2g.core.pair_graph import load_pair_graph
-from medm2g.core.run_config import AlignmentConfig, RunConfig
+from medm2g.core.graph.engine import StageKind
+from medm2g.core.graph.pair_graph import load_pair_graph
+from medm2g.core.io.checkpoints import load_tensors, read_json
 from medm2g.core.training import alignment as alignment_module
 from medm2g.core.training.alignment import align, evaluate_alignment, run_alignment_stage
 from medm2g.core.training.encoders import build_prompt_encoder, resolve_device

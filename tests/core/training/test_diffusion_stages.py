@@ -6,11 +6,11 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from medm2g.core.config.run_config import AlignmentConfig, LDMStageConfig, RunConfig, VAEStageConfig
 from medm2g.core.diffusion.conditional import conditional_sample
 from medm2g.core.diffusion.schedule import DiffusionConfig
-from medm2g.core.graph_engine import StageKind
-from medm2g.core.pair_graph import load_pair_graph
-from medm2g.core.run_config import AlignmentConfig, LDMStageConfig, RunConfig, VAEStageConfig
+from medm2g.core.graph.engine import StageKind
+from medm2g.core.graph.pair_graph import load_pair_graph
 from medm2g.core.training.alignment import align
 from medm2g.core.training.autoencoding import load_vae, run_vae_stage
 from medm2g.core.training.encoders import load_prompt_encoders
@@ -127,7 +127,7 @@ def first_round(xray_ldm, installed):
 
 
 def test_the_first_round_trains_both_sides_cross_guided_parts(first_round, installed):
-    from medm2g.core.checkpoints import load_tensors
+    from medm2g.core.io.checkpoints import load_tensors
     from medm2g.core.training.cross_guided import build_side
 
     plan, config, layout, stage, record = first_round

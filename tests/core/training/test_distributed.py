@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medm2g.core.checkpoints import load_tensors
+from medm2g.core.config.run_config import AccelerationConfig, load_run_config
 from medm2g.core.errors import ConfigError
-from medm2g.core.run_config import AccelerationConfig, load_run_config
+from medm2g.core.io.checkpoints import load_tensors
 from medm2g.core.training.cross_guided import build_round
 from medm2g.core.training.ema import ParameterEMA, ema_decay_at
 from medm2g.core.training.engine import Engine
@@ -163,7 +163,7 @@ def _without_diffusion_stages(source, target):
 def _stopped_inside_the_first_ldm_stage(run, installed, stop_training):
     """Train the run's LDM stages in this process with a checkpoint every 2 steps, and stop at the
     first stage's third step: the run is left with that stage's state at step 2."""
-    from medm2g.core.graph_engine import StageKind
+    from medm2g.core.graph.engine import StageKind
     from medm2g.core.training.trainer import train
 
     layout = RunLayout(run)
@@ -186,7 +186,7 @@ def test_two_gloo_processes_train_the_weights_of_one_process_with_their_whole_ba
     uninterrupted: every LDM and round weight equal to atol 5e-6 after 3 steps per stage
     (measured: at most 1.0e-6, while the warm-up's steps move weights by about 1e-4). The
     all-reduced gradients differ from the one-process sum by float rounding only."""
-    from medm2g.core.cli import main
+    from medm2g.core.apps.cli import main
 
     config = tiny_trained_run.parent / "tiny.yaml"
     arguments = ["train", str(blob_cohort / "blobs.yaml"), "--config", str(config), "--device", "cpu"]
@@ -196,7 +196,7 @@ def test_two_gloo_processes_train_the_weights_of_one_process_with_their_whole_ba
     state = _stopped_inside_the_first_ldm_stage(launched, installed, stop_training)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--num_cpu_threads_per_process", "1", "-m", "medm2g.core.cli", *arguments, "--out", str(launched)]
+               "--num_cpu_threads_per_process", "1", "-m", "medm2g.core.apps.cli", *arguments, "--out", str(launched)]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert finished.stdout.count("trained models in") == 1  # only the main process reports
@@ -221,7 +221,7 @@ def test_diffusion_stages_train_in_bf16_with_micro_batches_checkpointing_and_ema
                                                                                  tmp_path):
     """The LDM stages and the rounds end to end with every acceleration setting on: each stage
     completes with a finite loss, and what it saves is float32 and finite (frozen layers ran in bf16)."""
-    from medm2g.core.graph_engine import StageKind
+    from medm2g.core.graph.engine import StageKind
     from medm2g.core.training.trainer import train
 
     run = _without_diffusion_stages(tiny_trained_run, tmp_path / "accelerated")
@@ -244,7 +244,7 @@ def test_diffusion_stages_train_in_bf16_with_micro_batches_checkpointing_and_ema
 def test_a_stage_with_ema_leaves_the_average_of_its_steps_in_the_trained_weights(tmp_path):
     """run_steps on a one-parameter model: the weights it leaves are the warmed-up EMA of the
     weights after each step, computed here by hand from the same trajectory."""
-    from medm2g.core.graph_engine import Stage, StageKind
+    from medm2g.core.graph.engine import Stage, StageKind
     from medm2g.core.training.loop import run_steps
 
     stage = Stage(index=1, kind=StageKind.LDM, modalities=("x",), datasets=(), trains=(), frozen=())

@@ -3,7 +3,7 @@ step nothing else has a gradient or optimizer state."""
 
 import torch
 
-from medm2g.core.run_config import load_run_config
+from medm2g.core.config.run_config import load_run_config
 from medm2g.core.training.cross_guided import build_round
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout

@@ -2,8 +2,8 @@
 
 import shutil
 
-from medm2g.core.cli import shipped_graphs_dir
-from medm2g.core.pair_graph import load_pair_graph
+from medm2g.core.graph.pair_graph import load_pair_graph
+from medm2g.core.graph.shipped import shipped_graphs_dir
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import is_shipped_graph, with_default_data
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from medm2g.core.cli import main
+from medm2g.core.apps.cli import main
 
 
 def test_train_runs_every_stage_in_the_plans_order_then_resumes_as_complete(blob_cohort, tiny_trained_run, capsys):
@@ -36,9 +36,9 @@ def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_w
         blob_cohort, installed, tmp_path, stop_training, tiny_run_config):
     import torch
 
-    from medm2g.core.checkpoints import load_tensors
-    from medm2g.core.pair_graph import load_pair_graph
-    from medm2g.core.run_config import load_run_config
+    from medm2g.core.config.run_config import load_run_config
+    from medm2g.core.graph.pair_graph import load_pair_graph
+    from medm2g.core.io.checkpoints import load_tensors
     from medm2g.core.training.run import prepare_run
     from medm2g.core.training.trainer import train
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
-from medm2g.core.checkpoints import read_json
-from medm2g.core.graph_engine import StageKind
-from medm2g.core.pair_graph import load_pair_graph
-from medm2g.core.run_config import RunConfig, VAEStageConfig
+from medm2g.core.config.run_config import RunConfig, VAEStageConfig
+from medm2g.core.graph.engine import StageKind
+from medm2g.core.graph.pair_graph import load_pair_graph
+from medm2g.core.io.checkpoints import read_json
 from medm2g.core.training.autoencoding import load_vae, run_vae_stage
 from medm2g.core.training.batches import make_batch
 from medm2g.core.training.data import paired_records

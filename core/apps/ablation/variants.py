@@ -1,0 +1,65 @@
+"""The eight ablation rows and the run config each one trains with.
+
+* **CA** (central alignment): the InfoNCE term of the alignment stages. Without it the
+  prompt encoders are not pulled into one space, so a condition of modality X means
+  nothing to Y's denoiser beyond what its own modality's encoder taught it.
+* **VI** (visual invariant): the Barlow Twins term on two views of each imaging modality.
+* **LCAG** (latent cross-guided generation): the multi-flow rounds, after which a condition
+  with cross-guided parts also guides through its noised latent (V_X([z_t^X, f_X])).
+  Without them, generation uses the single-modality LDMs and the prompt embedding alone.
+
+Rows with and without LCAG share one training run: the LCAG-off row is scored before the
+rounds, the LCAG-on row after them. With neither CA nor VI there is nothing to optimise
+in alignment: the encoders keep their seeded initialisation (one zero-gradient step, so the
+stage still writes them).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from medm2g.core.config.run_config import RunConfig, with_overrides
+
+
+@attrs.frozen
+class EncoderVariant:
+    """One way of training the prompt encoders: with or without CA and VI."""
+
+    central_alignment: bool
+    visual_invariant: bool
+
+    @property
+    def name(self) -> str:
+        return f"ca{int(self.central_alignment)}-vi{int(self.visual_invariant)}"
+
+    def config(self, base: RunConfig) -> RunConfig:
+        changes = {"alignment.visual_invariant": self.visual_invariant}
+        if not self.central_alignment:
+            changes["alignment.info_nce_weight"] = 0.0
+            changes["alignment.learn_temperature"] = False
+            if not self.visual_invariant:
+                changes["alignment.steps"] = 1
+        return with_overrides(base, **changes)
+
+
+@attrs.frozen
+class AblationRow:
+    central_alignment: bool
+    cross_guided: bool
+    visual_invariant: bool
+
+    @property
+    def encoders(self) -> EncoderVariant:
+        return EncoderVariant(self.central_alignment, self.visual_invariant)
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{name}{'+' if on else '-'}" for name, on in
+                        (("CA", self.central_alignment), ("LCAG", self.cross_guided), ("VI", self.visual_invariant)))
+
+
+ENCODER_VARIANTS = (EncoderVariant(True, True), EncoderVariant(True, False), EncoderVariant(False, True),
+                    EncoderVariant(False, False))
+"""Full method first: its VAEs are trained once and reused by the others (VAEs see neither CA nor VI)."""
+ROWS = tuple(AblationRow(v.central_alignment, lcag, v.visual_invariant)
+             for v in ENCODER_VARIANTS for lcag in (False, True))

@@ -1,0 +1,90 @@
+"""``medm2g demo``: the main job end to end, in one folder a newcomer opens first.
+
+Phantom cohort, the whole plan of the paper's graph, the evaluation, sample grids of
+every task, loss curves, ``metrics.json`` and ``report.md``. Every phase is timed and
+the folder is an ordinary run folder, so ``medm2g generate`` and ``medm2g eval`` work
+on it afterwards and an interrupted demo resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from medm2g.core.apps.demo.report import write_report
+from medm2g.core.apps.demo.showcase import write_showcase
+from medm2g.core.config.run_config import RunConfig, run_config_to_dict
+from medm2g.core.evaluation.run_eval import evaluate_run
+from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.graph.pair_graph import load_pair_graph
+from medm2g.core.io.checkpoints import write_json
+from medm2g.core.metrics.retrieval import retrieval_to_dict
+from medm2g.core.training.history import draw_run_curves, read_history
+from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.run import prepare_run
+from medm2g.core.training.trainer import train
+from medm2g.registry import ModalityRegistry
+
+logger = logging.getLogger("medm2g.demo")
+
+PHASES = ("data and plan", "training", "evaluation", "samples", "report")
+
+
+def _phase(index: int, name: str) -> None:
+    logger.info("[%d/%d] %s", index, len(PHASES), name)
+
+
+def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, out: Path, *, eval_subjects: int,
+             eval_steps: int | None, showcase_subjects: int, command: str) -> dict:
+    """Run every phase into ``out``; returns the metrics written to ``out/metrics.json``."""
+    started = time.perf_counter()
+    seconds: dict[str, float] = {}
+    layout = RunLayout(out)
+
+    _phase(1, PHASES[0])
+    clock = time.perf_counter()
+    modalities = config.modalities(registry)
+    plan = prepare_run(load_pair_graph(graph_path, installed=modalities), modalities, config, out)
+    seconds["data and plan"] = time.perf_counter() - clock
+
+    _phase(2, PHASES[1])
+    clock = time.perf_counter()
+    results = train(plan, modalities, config, out)
+    seconds["training"] = time.perf_counter() - clock
+    histories = {result.stage.title: read_history(layout.stage_history(result.stage)) for result in results}
+    curves = draw_run_curves(histories, out / "curves.png")
+
+    _phase(3, PHASES[2])
+    clock = time.perf_counter()
+    run = TrainedRun.open(out, registry, device=config.device)
+    evaluation = evaluate_run(run, subjects=eval_subjects, steps=eval_steps, seed=config.seed, command=command)
+    seconds["evaluation"] = time.perf_counter() - clock
+
+    _phase(4, PHASES[3])
+    clock = time.perf_counter()
+    showcase = write_showcase(run, plan, evaluation.manifest, out / "samples",
+                              subjects=showcase_subjects, seed=config.seed, steps=eval_steps, command=command)
+    seconds["samples"] = time.perf_counter() - clock
+
+    _phase(5, PHASES[4])
+    seconds["total"] = time.perf_counter() - started
+    metrics = {
+        "command": command,
+        "seed": config.seed,
+        "config": run_config_to_dict(config),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "stages": [{"stage": r.stage.title, "seconds": r.record.get("seconds_this_session"), "steps": r.record.get("steps"),
+                    "final": r.record.get("final", {}), "resumed_complete": r.skipped} for r in results],
+        "retrieval": retrieval_to_dict(evaluation.retrieval),
+        "generation": [{"source": s.source, "target": s.target, "trained_together": s.trained_together,
+                        "subjects": s.subjects, "scores": s.scores, "fid_features": s.fid_features}
+                       for s in evaluation.generation],
+        "evaluation_settings": evaluation.settings,
+        "samples": showcase,
+        "pictures": {"plan": str(layout.plan_picture), "curves": str(curves),
+                     "generation": str(evaluation.written["picture"]), "retrieval": str(layout.eval_dir / "retrieval.png")},
+    }
+    write_json(out / "metrics.json", metrics)
+    write_report(out / "report.md", metrics, plan, evaluation)
+    return metrics

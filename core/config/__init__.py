@@ -1,0 +1,8 @@
+"""How a run trains: the run config, its shipped presets built on the strict YAML structuring of ``medm2g.core.structuring``.
+
+It owns :class:`~medm2g.core.config.run_config.RunConfig` (size, widths, each stage's
+settings, model options) and the strict cattrs structuring that turns a YAML file into
+typed records with errors naming the file and the field. It composes the settings
+records the components below it declare (diffusion, cross-guidance, losses), and the
+settings of the built-in SynDiff backend (``syndiff.py``).
+"""

@@ -1,0 +1,241 @@
+"""The declarative pair graph: which modalities are used and which paired data exists.
+
+A pair graph is what a researcher writes (``graphs/*.yaml``); the graph engine
+(:mod:`medm2g.core.graph.engine`) derives everything else from it. Loading has
+two steps, each with errors that name the file and the path inside it:
+
+1. *structure*: YAML into the attrs classes below through one cattrs converter
+   with unknown keys forbidden (``pairs[2].datset: unknown key``);
+2. *validation* against the installed modalities (``pairs[2].b: unknown modality
+   'pett' (did you mean 'pet'? installed: ...)``), self-pairs and duplicate pairs.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import IterableValidationError
+from cattrs.gen import make_dict_structure_fn, override
+
+from medm2g.core.errors import GraphError
+from medm2g.core.structuring import strict_converter, structure_or_explain
+from medm2g.registry.manager import unknown_modality_message
+
+
+def _datasets(value: str | Iterable[str]) -> tuple[str, ...]:
+    """One dataset reference or a list of them; each is a manifest path or name."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    if not items or not all(isinstance(item, str) and item.strip() for item in items):
+        raise ValueError(f"expected a dataset reference or a non-empty list of them, got {value!r}")
+    return items
+
+
+EDGE_BACKENDS = {
+    "medm2g": "central alignment, latent diffusion and the multi-flow rounds (paired data)",
+    "syndiff": "adversarial diffusion translating images a <-> b (paired or unpaired data)",
+}
+"""What an edge's data can train; ``medm2g`` is the default."""
+
+
+def _backend(value: Any) -> str:
+    """The name of a known backend (the structure hook: errors then name ``pairs[i].backend``)."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected a backend name ({', '.join(EDGE_BACKENDS)}), got {value!r}")
+    _known_backend(None, None, value)
+    return value
+
+
+def _known_backend(instance, attribute, value: str) -> None:
+    if value not in EDGE_BACKENDS:
+        close = difflib.get_close_matches(value, list(EDGE_BACKENDS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown backend {value!r} ({hint}known: {', '.join(EDGE_BACKENDS)})")
+
+
+@attrs.frozen
+class PairEdge:
+    """Data available between modalities ``a`` and ``b``, and what trains on it.
+
+    ``dataset`` names the manifest(s) holding the pairs, relative to the graph
+    file. ``paired: false`` marks data of both modalities from different subjects,
+    usable for unpaired translation but never for contrastive alignment.
+    ``backend`` says what the data train: ``medm2g`` (the default) makes the edge part
+    of the alignment star and the multi-flow rounds; ``syndiff`` trains an adversarial
+    diffusion translating a <-> b instead, from paired or unpaired data. The same pair
+    may be listed once per backend.
+    """
+
+    a: str
+    b: str
+    dataset: tuple[str, ...] = attrs.field(converter=_datasets)
+    paired: bool = True
+    backend: str = attrs.field(default="medm2g", validator=_known_backend)
+
+    @property
+    def key(self) -> frozenset[str]:
+        """Order-free identity of the pair: text-ct and ct-text are the same pair."""
+        return frozenset((self.a, self.b))
+
+    def other(self, modality: str) -> str:
+        return self.b if modality == self.a else self.a
+
+    @property
+    def label(self) -> str:
+        return f"{self.a}-{self.b}"
+
+    @property
+    def is_translation(self) -> bool:
+        """True for an edge that trains a translation backend rather than medm2g's own stages."""
+        return self.backend != "medm2g"
+
+
+@attrs.frozen
+class PairGraph:
+    """A whole pair graph as written by the user.
+
+    ``center`` is the central modality of the alignment star; when omitted the
+    engine chooses the modality that links the most others through paired data.
+    ``freeze_center`` keeps the centre's prompt encoder frozen from the first
+    alignment stage on (a pretrained text encoder, say). ``evaluation`` names a
+    held-out manifest whose records carry several modalities of one subject
+    (retrieval and generation are scored on it); like datasets, it is relative
+    to the graph file.
+    """
+
+    modalities: tuple[str, ...] = attrs.field(converter=tuple)
+    pairs: tuple[PairEdge, ...] = attrs.field(converter=tuple)
+    name: str = ""
+    description: str = ""
+    center: str | None = None
+    freeze_center: bool = False
+    evaluation: str | None = None
+    source: str = "<memory>"
+
+    def base_dir(self) -> Path:
+        """Folder dataset references are relative to."""
+        return Path(self.source).parent if self.source != "<memory>" else Path.cwd()
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = strict_converter()
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda value, _t: _string_list(value))
+    edge_fn = make_dict_structure_fn(
+        PairEdge, converter, _cattrs_forbid_extra_keys=True,
+        dataset=override(struct_hook=lambda value, _t: _datasets(value)),
+        backend=override(struct_hook=lambda value, _t: _backend(value)),
+    )
+    converter.register_structure_hook(PairEdge, lambda value, _t: edge_fn(_mapping(value, "a, b, dataset"), _t))
+    converter.register_structure_hook_func(
+        lambda t: t == tuple[PairEdge, ...],
+        lambda value, _t: _structure_edges(converter, value),
+    )
+    converter.register_structure_hook(
+        PairGraph,
+        make_dict_structure_fn(PairGraph, converter, _cattrs_forbid_extra_keys=True, source=override(omit=True)),
+    )
+    return converter
+
+
+def _mapping(value: Any, keys: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping with keys {keys}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _structure_edges(converter: cattrs.Converter, value: Any) -> tuple[PairEdge, ...]:
+    """Structure the pair list, collecting every bad item as cattrs does for its own lists."""
+    if isinstance(value, (str, Mapping)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of pairs, got {type(value).__name__}")
+    edges, errors = [], []
+    for index, item in enumerate(value):
+        try:
+            edges.append(converter.structure(item, PairEdge))
+        except Exception as error:  # re-raised below as one group, as cattrs does
+            error.__notes__ = [*getattr(error, "__notes__", []), cattrs.errors.IterableValidationNote(f"@ index {index}", index, PairEdge)]
+            errors.append(error)
+    if errors:
+        raise IterableValidationError("pairs", errors, tuple[PairEdge, ...])
+    return tuple(edges)
+
+
+def _string_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a list of names, got {value!r}")
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a list of names, got item {item!r}")
+    return tuple(value)
+
+
+CONVERTER = _make_converter()
+
+
+def structure_pair_graph(data: Any, source: str = "<memory>") -> PairGraph:
+    """Turn parsed YAML into a :class:`PairGraph`, or raise one :class:`GraphError` listing every problem."""
+    if not isinstance(data, Mapping):
+        raise GraphError(f"{source}: expected a mapping with 'modalities' and 'pairs', got {type(data).__name__}")
+    graph = structure_or_explain(CONVERTER, dict(data), PairGraph, source, GraphError)
+    return attrs.evolve(graph, source=source)
+
+
+def load_pair_graph(path: Path | str, installed: Iterable[str] | None = None) -> PairGraph:
+    """Read, structure and (when ``installed`` is given) validate a pair graph file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise GraphError(f"{path}: cannot read pair graph: {error.strerror or error}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise GraphError(f"{path}: malformed YAML: {where}{problem}") from None
+    graph = structure_pair_graph(data, source=str(path))
+    if installed is not None:
+        validate_pair_graph(graph, installed)
+    return graph
+
+
+def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
+    """Check names against the installed modalities and the pairs against each other."""
+    installed = sorted(installed)
+    problems: list[str] = []
+    seen_modalities: dict[str, int] = {}
+    for index, name in enumerate(graph.modalities):
+        if name not in installed:
+            problems.append(f"modalities[{index}]: {unknown_modality_message(name, installed)}")
+        elif name in seen_modalities:
+            problems.append(f"modalities[{index}]: {name!r} is listed twice (first at modalities[{seen_modalities[name]}])")
+        seen_modalities.setdefault(name, index)
+    if not graph.modalities:
+        problems.append("modalities: expected at least one modality")
+    if graph.center is not None and graph.center not in seen_modalities:
+        problems.append(f"center: {graph.center!r} is not one of the graph's modalities ({', '.join(graph.modalities)})")
+    seen_pairs: dict[tuple[frozenset[str], str], int] = {}
+    for index, edge in enumerate(graph.pairs):
+        for side in ("a", "b"):
+            name = getattr(edge, side)
+            if name not in installed:
+                problems.append(f"pairs[{index}].{side}: {unknown_modality_message(name, installed)}")
+            elif name not in seen_modalities:
+                problems.append(
+                    f"pairs[{index}].{side}: {name!r} is not listed in modalities ({', '.join(graph.modalities)})"
+                )
+        if edge.a == edge.b:
+            problems.append(f"pairs[{index}]: a self-pair ({edge.a}-{edge.b}) carries no cross-modal information")
+        elif (edge.key, edge.backend) in seen_pairs:
+            first = seen_pairs[edge.key, edge.backend]
+            problems.append(
+                f"pairs[{index}]: duplicate of pairs[{first}] ({edge.label}, backend {edge.backend}); "
+                f"list several datasets under one pair"
+            )
+        seen_pairs.setdefault((edge.key, edge.backend), index)
+    if problems:
+        raise GraphError(f"{graph.source}: " + "; ".join(problems))

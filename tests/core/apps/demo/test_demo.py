@@ -1,0 +1,74 @@
+"""`medm2g demo` end to end at a tiny size: every output file exists and holds sane values."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+DEMO_ADDITIONS = """\
+phantom_subjects: 40
+grids:
+  ct: {intensity_window: [-100, 200]}
+"""
+"""Beside the suite's tiny run config: a small phantom cohort and the demo's CT window."""
+TASKS = {"text-to-xray", "text-to-ct", "text-to-mri", "xray-to-text", "ct-to-text", "mri-to-text", "mri-to-ct",
+         "text-to-xray-ct-mri-joint"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, tiny_run_config):
+    from medm2g.core.apps.cli import main
+
+    folder = tmp_path_factory.mktemp("demo")
+    config = folder / "tiny.yaml"
+    config.write_text(tiny_run_config + DEMO_ADDITIONS)
+    out = folder / "demo"
+    assert main(["demo", "--out", str(out), "--config", str(config), "--subjects", "4", "--device", "cpu"]) == 0
+    return out
+
+
+def test_the_demo_writes_the_report_the_metrics_and_a_picture_of_everything(demo):
+    for name in ("report.md", "metrics.json", "plan.png", "curves.png", "eval/generation.png", "eval/retrieval.png"):
+        assert (demo / name).is_file(), name
+    assert {p.name for p in (demo / "samples").iterdir()} == TASKS
+    for task in TASKS:
+        grid = np.asarray(Image.open(demo / "samples" / task / "grid.png").convert("L"), dtype=float)
+        assert grid.std() > 1.0, task  # a picture, not a blank canvas
+        assert json.loads((demo / "samples" / task / "generation.json").read_text())["seed"] == 0
+
+
+def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
+    metrics = json.loads((demo / "metrics.json").read_text())
+    assert metrics["command"].startswith("medm2g demo --out ") and metrics["seed"] == 0
+    assert metrics["config"]["grids"]["ct"]["intensity_window"] == [-100.0, 200.0]
+    assert len(metrics["stages"]) == 14 and metrics["seconds"]["total"] > 0
+    images = [t for t in metrics["generation"] if "psnr" in t["scores"]]
+    reports = [t for t in metrics["generation"] if "bleu_1" in t["scores"]]
+    assert len(images) == 9 and len(reports) == 3  # 4 sources x 3 targets, text targets from 3 imaging sources
+    for task in images:
+        scores = task["scores"]
+        assert np.isfinite(scores["psnr"]) and -1 <= scores["ssim"] <= 1 and 0 <= scores["ms_ssim"] <= 1
+        assert np.isfinite(scores["fid"]) and scores["fid"] >= 0
+        assert task["fid_features"] == f"FID[medm2g C_{task['target']}]"
+        assert 0 <= scores["side_accuracy"] <= 1 and 0 <= scores["side_chance"] <= 1  # the phantom's image reader
+    for task in reports:
+        assert 0 <= task["scores"]["bleu_4"] <= task["scores"]["bleu_1"] <= 1
+    for row in metrics["retrieval"]:
+        assert 0 <= row["recall"]["1"] <= row["recall"]["5"] <= 1
+    for sample in metrics["samples"]:
+        generated = [np.asarray(Image.open(p)) for p in (demo / "samples").glob(
+            f"{sample['folder'].rsplit('/', 1)[-1]}/row-*/*.png")]
+        assert all(image.std() > 0 for image in generated), sample["task"]  # not constant
+
+
+def test_the_report_shows_every_section_and_links_pictures_that_exist(demo):
+    report = (demo / "report.md").read_text()
+    for heading in ("## The plan", "## Training", "## Cross-modal retrieval", "## Generation against the held-out truth",
+                    "## Samples of every task", "## Reproduce"):
+        assert heading in report
+    assert "not Inception FID" in report
+    links = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert len(links) >= 4 + len(TASKS)
+    for link in links:
+        assert (demo / link).is_file(), link
