@@ -29,3 +29,7 @@ class CheckpointError(MedM2GError):
 
 class ConfigError(MedM2GError):
     """A run config file, preset or command-line override is malformed."""
+
+
+class DivergenceError(MedM2GError):
+    """Training diverged: a stage's loss or gradients stopped being finite numbers (names the stage and the step)."""

@@ -49,7 +49,7 @@ DEFAULT_IMAGING_SIZES: Mapping[ModelSize, ImagingSizes] = {
 }
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)  # hashable by identity: pluggy keeps plugins in sets
 class ImagingModalityPlugin:
     """All modality hooks for one imaging modality, from its spec, sizes and augmentation,
     and optionally its phantom renderer (``phantom(spec, subject, generator)``)."""

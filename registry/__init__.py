@@ -4,6 +4,9 @@ Plugin authors import everything they need from here::
 
     from medm2g.registry import hookimpl, ModalitySpec, IntensityConvention
 
+and the protocols the models they build satisfy (``PromptEncoder``, ``LatentVAE``,
+``Denoiser``; :mod:`medm2g.registry.protocols`).
+
 ``hookimpl`` is built once with the right project name: a marker built by hand
 with a different name would be silently ignored by pluggy.
 """
@@ -19,6 +22,7 @@ from medm2g.registry.manager import (
     load_modalities,
     unknown_modality_message,
 )
+from medm2g.registry.protocols import Denoiser, ExportsPretrained, LatentVAE, PosteriorSampler, PromptEncoder
 from medm2g.registry.specs import (
     TEXT_LATENT_SHAPE,
     BackendSpec,
@@ -34,11 +38,14 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 __all__ = [
     "BACKEND_HOOKS",
     "BackendSpec",
+    "Denoiser",
     "ENTRY_POINT_GROUP",
+    "ExportsPretrained",
     "MODALITY_HOOKS",
     "PROJECT_NAME",
     "TEXT_LATENT_SHAPE",
     "IntensityConvention",
+    "LatentVAE",
     "Modality",
     "ModalityKind",
     "ModalityRegistry",
@@ -46,6 +53,8 @@ __all__ = [
     "ModelSize",
     "PhantomRendering",
     "PluginSource",
+    "PosteriorSampler",
+    "PromptEncoder",
     "hookimpl",
     "load_modalities",
     "unknown_modality_message",

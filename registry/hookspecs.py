@@ -2,9 +2,16 @@
 
 A modality plugin is one module or object registered under the ``medm2g``
 entry-point group. It implements :func:`medm2g_modality_spec` and the other
-*modality hooks* below; the plugin manager calls each of them on that plugin
-alone (never broadcast), so a plugin never checks which modality it is asked
-about. Mark implementations with :data:`medm2g.registry.hookimpl`.
+*modality hooks* below; the plugin manager calls each of them through pluggy with
+every other modality's plugin left out (never broadcast), so a plugin never checks
+which modality it is asked about, while hook wrappers (``@hookimpl(wrapper=True)``)
+from other plugins still wrap the call. Mark implementations with
+:data:`medm2g.registry.hookimpl`.
+
+The models the building hooks return are ``torch.nn.Module`` s satisfying the protocols
+of :mod:`medm2g.registry.protocols` (:class:`~medm2g.registry.protocols.PromptEncoder`,
+:class:`~medm2g.registry.protocols.LatentVAE`, :class:`~medm2g.registry.protocols.Denoiser`);
+:mod:`medm2g.registry.conformance` calls every method of them.
 
 Every sample crosses these hooks in *model space*: imaging samples are float
 tensors (C, H, W) on the spec's ``image_size`` grid with intensities in [-1, 1]
@@ -31,7 +38,8 @@ PROJECT_NAME = "medm2g"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
 Augmentation = Callable[["torch.Tensor", "torch.Generator"], "torch.Tensor"]
-"""One random view of a batch (B, C, H, W) -> (B, C, H, W), drawn from the generator."""
+"""One random view (B, C, H, W) -> (B, C, H, W), drawn from the generator; medm2g calls it per
+sample, with B = 1 and that sample's own generator."""
 
 
 @hookspec(firstresult=True)
@@ -60,7 +68,7 @@ def medm2g_prompt_encoder(
     Called when a stage needs the encoder. Return a fresh ``nn.Module`` whose
     ``forward(batch)`` maps a batch of model-space samples (a tensor (B, C, H, W),
     or a list of ``str`` for text) to embeddings of shape (B, embed_dim) in the
-    shared space. Required.
+    shared space (:class:`~medm2g.registry.protocols.PromptEncoder`). Required.
 
     ``options`` comes from the run config's ``models.<modality>.prompt_encoder``
     (``{}`` by default): overrides of the size's config, such as a backbone name or
@@ -80,12 +88,16 @@ def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
     """Build the modality's VAE.
 
     Called when the VAE stage trains it and whenever samples are encoded to or
-    decoded from latents. Return an ``nn.Module`` with ``encode(batch, generator=None) -> Tensor`` of shape
-    (B, *spec.latent_shape) and ``decode(latents) -> batch`` inverting it, its own
-    ``training_loss(batch, generator, kl_weight) -> (loss, logs)`` for the VAE stage, and
-    ``scaling_factor`` / ``set_scaling_factor(value)`` (the latent scale the VAE stage
-    calibrates from data); optionally ``export_pretrained(folder)``. Image
-    modalities wrap a diffusers ``AutoencoderKL``; text uses an Optimus-shaped
+    decoded from latents. Return an ``nn.Module`` satisfying
+    :class:`~medm2g.registry.protocols.LatentVAE`: ``encode(batch, generator=None)`` -> scaled
+    latents (B, *spec.latent_shape) and ``decode(latents) -> batch`` inverting it, its own
+    ``training_loss(batch, generator, kl_weight) -> (loss, logs)`` (a scalar tensor and a dict
+    of floats) for the VAE stage, and ``scaling_factor`` / ``set_scaling_factor(value)`` (the
+    latent scale the VAE stage calibrates from data). Optionally ``posterior(batch) -> (mean,
+    logvar)`` with ``sample_latents(mean, logvar, generator)`` (then the latent cache encodes
+    each sample once and draws each sample's latent with its own generator;
+    :class:`~medm2g.registry.protocols.PosteriorSampler`) and ``export_pretrained(folder)``.
+    Image modalities wrap a diffusers ``AutoencoderKL``; text uses an Optimus-shaped
     BERT-encoder/GPT-2-decoder VAE. Required.
 
     Example::
@@ -100,10 +112,16 @@ def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
 def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> "torch.nn.Module":
     """Build the modality's denoiser (the "UNet" of its latent diffusion model).
 
-    Called by the single-modality LDM stage, the cross-guided rounds and sampling. Return an ``nn.Module`` whose ``forward(latents, timesteps, context)`` takes noisy
-    latents (B, *spec.latent_shape), integer timesteps (B,) and a cross-attention
-    context (B, L, context_dim), and returns the noise prediction with the shape of
-    ``latents``. Required.
+    Called by the single-modality LDM stage, the cross-guided rounds and sampling. Return an
+    ``nn.Module`` (:class:`~medm2g.registry.protocols.Denoiser`) whose
+    ``forward(latents, timesteps, context, guidance=None)`` takes noisy latents
+    (B, *spec.latent_shape), integer timesteps (B,) and a cross-attention context
+    (B, L, context_dim), and returns the noise prediction with the shape of ``latents``.
+    medm2g passes L = 1: the condition's prompt embedding as one token (zeros for the null
+    condition); accept any L. Build the cross-attention from diffusers ``Attention`` blocks
+    and pass ``guidance`` (B, N, guidance_dim), when it is not None, to them as
+    ``cross_attention_kwargs={"guidance": guidance}``: the multi-flow rounds attach the
+    sub-layers theta_c there (``attach_cross_guidance``, eq. 6). Required.
 
     Example::
 
@@ -117,11 +135,14 @@ def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> "torch
 def medm2g_augmentation(spec: ModalitySpec) -> Augmentation:
     """Return the random view maker used by the medical visual invariant (section 3.3).
 
-    Called for imaging modalities, twice per batch, to make the two views the
-    Barlow Twins loss compares. It must draw all randomness from the generator it
-    is given so views are reproducible under a seed, and keep what is clinically
-    meaningful (an X-ray augmentation should not flip left and right). Required
-    for ``image`` and ``volume`` modalities, not called for text.
+    Called for imaging modalities when the alignment stage starts; the returned callable
+    is then called twice per *sample* (not per batch), each time on a batch of one
+    (1, C, H, W) with that sample's own generator, to make the two views the Barlow
+    Twins loss compares (a volume's sample is one slice). It must draw all randomness
+    from the generator it is given so views are reproducible under a seed (and the same
+    on any number of processes), and keep what is clinically meaningful (an X-ray
+    augmentation should not flip left and right). Required for ``image`` and ``volume``
+    modalities, not called for text.
 
     Example::
 
@@ -175,10 +196,15 @@ def medm2g_phantom_render(
 ) -> PhantomRendering | None:
     """Render one subject of the phantom cohort (the embedded default data) in this modality.
 
-    Called by ``medm2g data phantom`` once per subject for every modality that implements
-    it. ``subject.fractions(grid)`` gives tissue fractions on any grid in millimetres and
+    Called by ``medm2g data phantom --graph GRAPH`` (and by ``medm2g train`` on a shipped
+    graph without data) once per subject for every modality of the graph, which must all
+    implement it. ``subject.fractions(grid)`` gives tissue fractions on any grid in
+    millimetres (``SamplingGrid`` in :mod:`medm2g.core.phantom.anatomy`) and
     ``subject.finding`` the ground truth; turn them into model-space samples with this
-    modality's physics, drawing noise from ``generator``. Return the samples by variant
+    modality's physics (``property_map``, ``lesion_value``, ``lesion_mask`` in
+    :mod:`medm2g.core.phantom.physics`), drawing noise from ``generator``. The cohort
+    writes each sample with :func:`medm2g_write` as ``.png`` (image), ``.nii.gz`` (volume)
+    or ``.txt`` (text). Return the samples by variant
     name (the first is the default the manifests use) and, for imaging modalities, the
     lesion mask in the sample's geometry. Optional: a modality that does not implement
     it, or returns None, is absent from the phantom cohort.
@@ -209,7 +235,7 @@ def medm2g_backends() -> "list[BackendSpec]":
         def medm2g_backends():
             return [BackendSpec(name="pix2pix", description="paired L1 translation",
                                 stage_runners={"regression": run_regression_stage},
-                                generator=RegressionTranslator)]
+                                generator=RegressionTranslator, edge_stage_kind="regression")]
     """
 
 

@@ -3,12 +3,19 @@
 There is no global plugin manager: :func:`load_modalities` builds a fresh one
 each time, so tests can register extra plugins for the length of one test and
 nothing is imported as a side effect of importing medm2g.
+
+Every hook is called through the plugin manager, so pluggy's ``firstresult`` and hook
+wrappers take effect: a modality hook is called on a subset of the plugins that leaves out
+every *other* modality's plugin, so the owner answers and a wrapper from any plugin
+(``@hookimpl(wrapper=True)``, in a plugin that provides no modality) wraps the call.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib.metadata
+import inspect
+import itertools
 import logging
 import types
 from pathlib import Path
@@ -59,11 +66,9 @@ class Modality:
         return self.spec.name
 
     def _call(self, hook_name: str, **kwargs: Any) -> Any:
-        caller = getattr(self._manager.hook, hook_name)
-        for impl in caller.get_hookimpls():
-            if impl.plugin is self._plugin:
-                return impl.function(*(kwargs[arg] for arg in impl.argnames))
-        raise PluginError(f"plugin {self.source} does not implement {hook_name} for modality {self.name!r}")
+        if not _implements(self._manager, self._plugin, hook_name):
+            raise PluginError(f"plugin {self.source} does not implement {hook_name} for modality {self.name!r}")
+        return _owner_caller(self._manager, hook_name, self._plugin)(**kwargs)
 
     def prompt_encoder(self, size: ModelSize | str, embed_dim: int, options: Mapping[str, Any] | None = None):
         """C_M: a fresh prompt encoder mapping a batch to (B, embed_dim); ``options`` override its config."""
@@ -94,8 +99,7 @@ class Modality:
 
     def phantom_render(self, subject, generator) -> PhantomRendering | None:
         """Render one phantom subject, or None when this modality takes no part in the cohort."""
-        implemented = self._manager.hook.medm2g_phantom_render.get_hookimpls()
-        if not any(impl.plugin is self._plugin for impl in implemented):
+        if not _implements(self._manager, self._plugin, "medm2g_phantom_render"):
             return None
         rendering = self._call("medm2g_phantom_render", spec=self.spec, subject=subject, generator=generator)
         if rendering is not None and not isinstance(rendering, PhantomRendering):
@@ -172,15 +176,15 @@ def load_modalities(extra_plugins: Iterable[object] = (), *, entry_points: bool 
     """
     manager = pluggy.PluginManager(PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
-    sources: dict[int, PluginSource] = {}
-    if entry_points:
-        for plugin, source in _load_entry_points():
-            _register(manager, plugin, source)
-            sources[id(plugin)] = source
-    for plugin in extra_plugins:
-        source = PluginSource(_plugin_name(plugin))
-        _register(manager, plugin, source)
-        sources[id(plugin)] = source
+    sources: dict[int, PluginSource] = {}  # by id of the object registered
+    given: set[int] = set()  # ids of the plugins given (an unhashable one is registered as a stand-in)
+    plugins = _load_entry_points() if entry_points else iter(())
+    extras = ((plugin, PluginSource(_plugin_name(plugin))) for plugin in extra_plugins)
+    for plugin, source in itertools.chain(plugins, extras):
+        if id(plugin) in given or manager.is_registered(plugin):
+            continue
+        given.add(id(plugin))
+        sources[id(_register(manager, plugin, source))] = source
     _check_unknown_hooks(manager, sources)
     return ModalityRegistry(_collect_modalities(manager, sources), manager, _collect_backends(manager, sources))
 
@@ -200,20 +204,68 @@ def _load_entry_points() -> Iterator[tuple[object, PluginSource]]:
 
 
 def _plugin_name(plugin: object) -> str:
+    if isinstance(plugin, _ByIdentity):
+        plugin = plugin.plugin
     if isinstance(plugin, types.ModuleType):
         return plugin.__name__
     return getattr(plugin, "__name__", None) or type(plugin).__name__
 
 
-def _register(manager: pluggy.PluginManager, plugin: object, source: PluginSource) -> None:
-    if manager.is_registered(plugin):
-        return
+class _ByIdentity:
+    """Stands in for an unhashable plugin object (a frozen attrs class holding a dict, say) in the
+    plugin manager: pluggy keeps plugins in sets when it calls a hook on a subset of them, so a
+    registered plugin must hash. The stand-in hashes by identity and holds the plugin's hook
+    implementations (its bound methods marked with ``hookimpl``) as its own attributes, where
+    pluggy finds them."""
+
+    def __init__(self, plugin: object):
+        self.plugin = plugin
+        for name in dir(plugin):
+            if isinstance(inspect.getattr_static(plugin, name, None), property):
+                continue  # not a hook, and reading it could run code
+            method = getattr(plugin, name, None)
+            if inspect.isroutine(method) and getattr(method, f"{PROJECT_NAME}_impl", None) is not None:
+                setattr(self, name, method)
+
+    def __repr__(self) -> str:
+        return repr(self.plugin)
+
+
+def _register(manager: pluggy.PluginManager, plugin: object, source: PluginSource) -> object:
+    """Register ``plugin``; returns the object registered (``plugin``, or its identity proxy)."""
+    try:
+        hash(plugin)
+    except TypeError:
+        plugin = _ByIdentity(plugin)
     try:
         manager.register(plugin, name=f"{source.plugin_name}@{id(plugin)}")
     except pluggy.PluginValidationError as error:
         # pluggy's message spans lines and names the plugin by our internal key; keep one line
         detail = "; ".join(line.strip() for line in str(error).splitlines()[1:] if line.strip())
         raise PluginError(f"plugin {source}: {detail}") from error
+    return plugin
+
+
+def _is_wrapper(impl: pluggy.HookImpl) -> bool:
+    return bool(impl.hookwrapper or impl.wrapper)
+
+
+def _implements(manager: pluggy.PluginManager, plugin: object, hook_name: str) -> bool:
+    """Whether ``plugin`` answers ``hook_name`` itself (a wrapper of it does not count)."""
+    return any(impl.plugin is plugin and not _is_wrapper(impl)
+               for impl in getattr(manager.hook, hook_name).get_hookimpls())
+
+
+def _modality_plugins(manager: pluggy.PluginManager) -> list[object]:
+    """The registered plugins that provide a modality (answer ``medm2g_modality_spec``)."""
+    return [impl.plugin for impl in manager.hook.medm2g_modality_spec.get_hookimpls() if not _is_wrapper(impl)]
+
+
+def _owner_caller(manager: pluggy.PluginManager, hook_name: str, plugin: object) -> pluggy.HookCaller:
+    """``hook_name`` as pluggy calls it with every modality plugin but ``plugin`` left out: the owner
+    answers (``firstresult``), and wrappers from the plugins that remain wrap its answer."""
+    others = [other for other in _modality_plugins(manager) if other is not plugin]
+    return manager.subset_hook_caller(hook_name, remove_plugins=others)
 
 
 def _check_unknown_hooks(manager: pluggy.PluginManager, sources: Mapping[int, PluginSource]) -> None:
@@ -239,10 +291,9 @@ def _implemented_hooks(manager: pluggy.PluginManager, plugin: object) -> set[str
 
 def _collect_modalities(manager: pluggy.PluginManager, sources: Mapping[int, PluginSource]) -> list[Modality]:
     modalities: dict[str, Modality] = {}
-    for impl in manager.hook.medm2g_modality_spec.get_hookimpls():
-        plugin = impl.plugin
+    for plugin in _modality_plugins(manager):
         source = sources.get(id(plugin), PluginSource(_plugin_name(plugin)))
-        spec = _call_spec_hook(impl, source)
+        spec = _call_spec_hook(manager, plugin, source)
         implemented = _implemented_hooks(manager, plugin)
         required = [
             h for h in MODALITY_HOOKS
@@ -263,9 +314,9 @@ def _collect_modalities(manager: pluggy.PluginManager, sources: Mapping[int, Plu
     return list(modalities.values())
 
 
-def _call_spec_hook(impl: pluggy.HookImpl, source: PluginSource) -> ModalitySpec:
+def _call_spec_hook(manager: pluggy.PluginManager, plugin: object, source: PluginSource) -> ModalitySpec:
     try:
-        spec = impl.function()
+        spec = _owner_caller(manager, "medm2g_modality_spec", plugin)()
     except (ValueError, TypeError) as error:  # attrs validators and converters raise these
         raise PluginError(f"plugin {source}: medm2g_modality_spec returned an invalid spec: {error}") from error
     if not isinstance(spec, ModalitySpec):
@@ -279,11 +330,12 @@ def _collect_backends(manager: pluggy.PluginManager, sources: Mapping[int, Plugi
     """Every plugin's ``medm2g_backends`` records, validated: records of the right type, unique names.
     The hook is called through the plugin manager, so hook wrappers around it take effect."""
     backends: dict[str, tuple[BackendSpec, PluginSource]] = {}
-    for impl in manager.hook.medm2g_backends.get_hookimpls():
+    answering = [impl for impl in manager.hook.medm2g_backends.get_hookimpls() if not _is_wrapper(impl)]
+    for impl in answering:
         source = sources.get(id(impl.plugin), PluginSource(_plugin_name(impl.plugin)))
         try:
             records = manager.subset_hook_caller("medm2g_backends", remove_plugins=[
-                other.plugin for other in manager.hook.medm2g_backends.get_hookimpls() if other is not impl])()
+                other.plugin for other in answering if other is not impl])()
         except (ValueError, TypeError) as error:
             raise PluginError(f"plugin {source}: medm2g_backends returned an invalid backend: {error}") from error
         for returned in records:
@@ -294,5 +346,10 @@ def _collect_backends(manager: pluggy.PluginManager, sources: Mapping[int, Plugi
                 if record.name in backends:
                     raise PluginError(f"two plugins register backend {record.name!r}: {backends[record.name][1]} "
                                       f"and {source}; uninstall one of them or rename its backend")
+                for kind in record.stage_runners:
+                    owner = next((other for other, _ in backends.values() if kind in other.stage_runners), None)
+                    if owner is not None:
+                        raise PluginError(f"plugin {source}: backend {record.name!r} trains stage kind {kind!r}, "
+                                          f"which backend {owner.name!r} already trains; name the kind after the backend")
                 backends[record.name] = (record, source)
     return {name: record for name, (record, _) in backends.items()}

@@ -50,6 +50,10 @@ class ModelSize(str, enum.Enum):
     PAPER = "paper"
 
 
+def _optional_int_tuple(value):
+    return None if value is None else tuple(int(v) for v in value)
+
+
 def _check_name(instance, attribute, value: str) -> None:
     if not isinstance(value, str) or not MODALITY_NAME_PATTERN.match(value):
         raise ValueError(
@@ -63,10 +67,6 @@ def _positive_ints(instance, attribute, value: tuple[int, ...] | None) -> None:
         return
     if not value or any((not isinstance(v, int)) or v <= 0 for v in value):
         raise ValueError(f"{attribute.name} must be a non-empty tuple of positive ints, got {value!r}")
-
-
-def _optional_int_tuple(value):
-    return None if value is None else tuple(int(v) for v in value)
 
 
 @attrs.frozen
@@ -117,6 +117,33 @@ class IntensityConvention:
 
 
 @attrs.frozen
+class SizeGrid:
+    """The grid a modality's models work on at one :class:`ModelSize`, where it differs from the
+    spec's own (the paper's 256x256 images and 4x64x64 latents at ``paper``, say)."""
+
+    size: ModelSize = attrs.field(converter=ModelSize)
+    image_size: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_int_tuple,
+                                                     validator=_positive_ints)
+    latent_shape: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_int_tuple,
+                                                       validator=_positive_ints)
+
+    def changes(self) -> dict:
+        return {name: value for name, value in (("image_size", self.image_size), ("latent_shape", self.latent_shape))
+                if value is not None}
+
+
+def _size_grids(value) -> tuple[SizeGrid, ...]:
+    """``{"paper": {"image_size": (256, 256), "latent_shape": (4, 64, 64)}}`` (or SizeGrid records)."""
+    if isinstance(value, dict):
+        value = [SizeGrid(size, **fields) for size, fields in value.items()]
+    grids = tuple(value)
+    sizes = [grid.size for grid in grids]
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"size_grids names a size twice: {[s.value for s in sizes]}")
+    return grids
+
+
+@attrs.frozen
 class ModalitySpec:
     """What one modality is, as far as modality-agnostic code is concerned.
 
@@ -137,6 +164,18 @@ class ModalitySpec:
     file_suffixes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     dicom_modalities: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     """DICOM Modality values (0008,0060) this modality reads, e.g. ("CT",); empty reads any."""
+    size_grids: tuple[SizeGrid, ...] = attrs.field(default=(), converter=_size_grids)
+    """This modality's grid per model size where it differs from ``image_size``/``latent_shape``:
+    ``{"paper": {"image_size": (256, 256), "latent_shape": (4, 64, 64)}}``. A run at that size
+    (``--size paper``) works on that grid; a run config's ``grids`` may still override it."""
+
+    def at_size(self, size: "ModelSize | str") -> "ModalitySpec":
+        """The spec as a run of ``size`` sees it (validators run again on the new grid)."""
+        size = ModelSize(size)
+        for grid in self.size_grids:
+            if grid.size is size and grid.changes():
+                return attrs.evolve(self, **grid.changes())
+        return self
 
     def __attrs_post_init__(self) -> None:
         if len(self.latent_shape) != 3:
@@ -212,7 +251,8 @@ def _name(instance, attribute, value) -> None:
 class BackendSpec:
     """One generation backend, as a plugin registers it through ``medm2g_backends``.
 
-    A backend trains the stages the graph engine plans for its edges and answers
+    A backend trains the stages the graph engine plans for its edges (one stage of kind
+    ``edge_stage_kind`` per edge naming the backend) and answers
     generation requests for a trained run. ``stage_runners`` maps a stage kind (the
     value a plan's stage carries, ``"vae"``, ``"adversarial_diffusion"``, ...) to a
     function ``runner(plan, stage, registry, config, layout, engine) -> record`` that
@@ -226,6 +266,9 @@ class BackendSpec:
     description: str
     stage_runners: dict = attrs.field(factory=dict, converter=dict)
     generator: object = None
+    edge_stage_kind: str | None = None
+    """The stage kind the graph engine plans once per pair-graph edge with ``backend: NAME``
+    (SynDiff: ``adversarial_diffusion``); None for MedM2G's own, whose edges form the star."""
 
     @stage_runners.validator
     def _callables(self, attribute, value) -> None:

@@ -87,7 +87,7 @@ def _command_ingest(args: argparse.Namespace) -> int:
     from medm2g.core.data.ingest import ingest
     from medm2g.registry import load_modalities
 
-    report = ingest(args.folder, load_modalities()[args.modality], args.out)
+    report = ingest(args.folder, load_modalities()[args.modality], args.out, contain=args.contain)
     print(f"{report.manifest}: {report.records} {args.modality} records from {report.files_seen} candidate files; "
           f"skipped {len(report.skipped)}")
     reasons = Counter(reason.split(":")[0] for _, reason in report.skipped)  # the kind, without file details
@@ -118,30 +118,13 @@ def _run_config(args: argparse.Namespace):
     )
 
 
-def _prepared_run(args: argparse.Namespace):
-    """The installed modalities, the run config and the plan, with the run folder bound to them."""
-    from medm2g.core.graph.pair_graph import load_pair_graph
-    from medm2g.core.training.run import prepare_run
-    from medm2g.registry import load_modalities
+def _open_run(args: argparse.Namespace):
+    """The run of ``args.graph`` in ``args.out``, prepared the one way every command prepares a run
+    (:func:`medm2g.core.training.run.open_run`): the main process of an ``accelerate launch`` binds
+    the config and writes the plan and any phantom cohort first, the others then read them."""
+    from medm2g.core.training.run import open_run
 
-    config = _run_config(args)
-    registry = config.modalities(load_modalities())
-    graph = load_pair_graph(resolve_graph_path(args.graph), installed=registry)
-    return registry, config, prepare_run(graph, registry, config, args.out)
-
-
-def _engine_and_run(args: argparse.Namespace):
-    """This process's training engine (one of an ``accelerate launch``, or alone) and the prepared run:
-    the main process binds the config and writes the plan and any phantom cohort first, the others
-    then read them."""
-    from medm2g.core.training.encoders import resolve_device
-    from medm2g.core.training.engine import Engine
-
-    config = _run_config(args)
-    engine = Engine(config.acceleration, resolve_device(config.device))
-    with engine.main_first():
-        registry, config, plan = _prepared_run(args)
-    return engine, registry, config, plan
+    return open_run(args.graph, args.out, _run_config(args))
 
 
 def _print_stages(results, index_width: int, loss_digits: int) -> None:
@@ -157,12 +140,12 @@ def _command_align(args: argparse.Namespace) -> int:
     from medm2g.core.metrics.retrieval import format_retrieval
     from medm2g.core.training.alignment import align, evaluate_alignment
 
-    engine, registry, config, plan = _engine_and_run(args)
-    results = align(plan, registry, config, args.out, engine)
-    if not engine.is_main:
+    run = _open_run(args)
+    results = align(run)
+    if not run.engine.is_main:
         return 0
     _print_stages(results, index_width=1, loss_digits=3)
-    rows = evaluate_alignment(plan, registry, config, args.out)
+    rows = evaluate_alignment(run.plan, run.registry, run.config, args.out)
     print(f"\nheld-out retrieval ({rows[0].subjects} subjects; pairs marked 'no' were never trained together):")
     print(format_retrieval(rows))
     print(f"\nwritten: {args.out / 'eval' / 'retrieval.json'}, retrieval.md, retrieval.png; encoders in {args.out / 'encoders'}")
@@ -172,9 +155,9 @@ def _command_align(args: argparse.Namespace) -> int:
 def _command_train(args: argparse.Namespace) -> int:
     from medm2g.core.training.trainer import train
 
-    engine, registry, config, plan = _engine_and_run(args)
-    results = train(plan, registry, config, args.out, engine=engine)
-    if not engine.is_main:
+    run = _open_run(args)
+    results = train(run)
+    if not run.engine.is_main:
         return 0
     _print_stages(results, index_width=2, loss_digits=4)
     encoders = f" and {args.out / 'encoders'}" if (args.out / "encoders").is_dir() else ""
@@ -276,8 +259,16 @@ def _command_config(args: argparse.Namespace) -> int:
     import yaml
 
     from medm2g.core.config.run_config import load_run_config, run_config_to_dict
+    from medm2g.registry import load_modalities
 
-    print(yaml.safe_dump(run_config_to_dict(load_run_config(args.config)), sort_keys=False), end="")
+    config = load_run_config(args.config)
+    print(yaml.safe_dump(run_config_to_dict(config), sort_keys=False), end="")
+    modalities = config.modalities(load_modalities())  # each plugin's grid at this size, then `grids`
+    print(f"# each imaging modality's grid at size {config.size.value} (its plugin's size_grids, then grids):")
+    for name in modalities:
+        spec = modalities[name].spec
+        if spec.image_size is not None:
+            print(f"#   {name}: image_size {list(spec.image_size)}, latent_shape {list(spec.latent_shape)}")
     return 0
 
 
@@ -295,10 +286,15 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medm2g.core.threads import thread_count
+
     parser = argparse.ArgumentParser(
         prog="medm2g", description="Unified medical multi-modal generation (MedM2G) with pluggable modalities."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--threads", type=thread_count, metavar="N",
+                        help="CPU threads for torch, OpenMP, MKL and OpenBLAS (default: OMP_NUM_THREADS, else the "
+                             "cores this process may use); waiting threads sleep unless OMP_WAIT_POLICY says otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     modalities = commands.add_parser("modalities", help="list installed modalities, their plugins and specs")
@@ -327,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("folder", type=Path, help="folder to search recursively")
     ingest.add_argument("--modality", required=True, help="the installed modality the files are (see `medm2g modalities`)")
     ingest.add_argument("--out", type=Path, required=True, help="manifest to write (CSV)")
+    ingest.add_argument("--contain", action="store_true",
+                        help="refuse paths that lead out of the manifest's folder (../, absolute, symbolic links "
+                             "out): for shared servers (default: allowed, for datasets stored apart, and reported)")
     ingest.set_defaults(run=_command_ingest)
 
     align = commands.add_parser(
@@ -418,10 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
+
+    from medm2g.core.threads import configure_threads
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv  # recorded in outputs, so a result says how to make it again
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+    configure_threads(args.threads)  # before anything loads torch, numpy or their thread pools
     if not args.verbose:
         # pydicom logs per-file oddities (implicit VR, padding); reasons that matter reach the
         # user as DataErrors, so show pydicom's chatter only with --verbose
@@ -430,10 +434,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pydicom").setLevel(logging.ERROR)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at the interpreter's exit
+        return status
     except MedM2GError as error:
         print(f"medm2g: error: {error}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # stop quietly, as `yes | head` does; stdout goes to /dev/null so that the interpreter's
+        # last flush of what is still buffered cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: the status a shell reports for a writer killed by a closed pipe
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from typing import Any, Mapping
 
 import attrs
 import cattrs
-import yaml
 
 from medm2g.core.config.syndiff import SynDiffConfig
 from medm2g.core.diffusion.attention import ATTENTION_BACKENDS
@@ -29,7 +28,17 @@ from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError, PluginError
 from medm2g.core.models.losses import BARLOW_TWINS_LAMBDA
-from medm2g.core.structuring import non_negative, one_of, positive, strict_converter, structure_or_explain
+from medm2g.core.structuring import (
+    ECHO_LENGTH,
+    non_negative,
+    one_line,
+    one_of,
+    positive,
+    read_yaml,
+    shown,
+    strict_converter,
+    structure_or_explain,
+)
 from medm2g.registry import ModalityRegistry, ModalitySpec, ModelSize
 
 
@@ -123,12 +132,16 @@ class AccelerationConfig:
     recomputes activations in the backward pass (diffusers, transformers and timm models).
     ``ema_decay`` > 0 keeps an exponential moving average of each stage's trained
     parameters, warmed up as min(decay, (1 + k) / (10 + k)), and saves it as the stage's weights.
+    ``skip_nonfinite_steps``: see below; 0 stops a stage at its first non-finite step.
     """
 
     mixed_precision: str = attrs.field(default="no", validator=one_of(MIXED_PRECISION))
     gradient_accumulation_steps: int = attrs.field(default=1, validator=positive)
     gradient_checkpointing: bool = False
     ema_decay: float = attrs.field(default=0.0, validator=_below_one)
+    skip_nonfinite_steps: int = attrs.field(default=0, validator=non_negative)
+    """How many steps of a stage with a non-finite loss or gradient are skipped (not applied) before
+    the stage stops with a divergence error naming the step, as AMP's gradient scaler skips them."""
 
 
 def _optional_pair(value):
@@ -196,18 +209,24 @@ class RunConfig:
     grids: Mapping[str, Grid] = attrs.field(factory=dict)
 
     def modalities(self, registry: ModalityRegistry) -> ModalityRegistry:
-        """The installed modalities as this run sees them: with ``grids`` applied to their specs."""
-        if not self.grids:
-            return registry
+        """The installed modalities as this run sees them: each spec on its plugin's grid for this
+        run's ``size`` (``ModalitySpec.size_grids``), then with ``grids`` applied."""
         try:
             changes = {}
+            for modality in registry:
+                spec = registry[modality].spec
+                sized = spec.at_size(self.size)
+                changes[modality] = {field: getattr(sized, field) for field in ("image_size", "latent_shape")
+                                     if getattr(sized, field) != getattr(spec, field)}
             for modality, grid in self.grids.items():
-                spec = registry[modality].spec if modality in registry else None
+                spec = registry[modality].spec.at_size(self.size) if modality in registry else None
                 try:
-                    changes[modality] = grid.spec_changes(spec) if spec is not None else {}
+                    changes[modality] = {**changes.get(modality, {}),
+                                         **(grid.spec_changes(spec) if spec is not None else {})}
                 except ValueError as error:
                     raise PluginError(f"run config grids: {modality}: {error}") from None
-            return registry.with_spec_changes(changes, "run config grids")
+            changes = {modality: fields for modality, fields in changes.items() if fields or modality in self.grids}
+            return registry.with_spec_changes(changes, "run config grids") if changes else registry
         except PluginError as error:
             raise ConfigError(str(error)) from None
 
@@ -219,18 +238,24 @@ MODEL_PARTS = ("prompt_encoder",)
 """The model factories that take options from ``models`` (see the hooks' ``options`` argument)."""
 
 
+def _key(key: Any) -> str:
+    """A key as a message names it: its text, on one line, cut short."""
+    return one_line(str(key), ECHO_LENGTH)
+
+
 def _structure_models(value: Any, _type: Any) -> dict:
     if not isinstance(value, Mapping):
         raise ValueError(f"expected a mapping modality -> part -> options, got {type(value).__name__}")
     models: dict = {}
     for modality, parts in value.items():
         if not isinstance(parts, Mapping):
-            raise ValueError(f"{modality}: expected a mapping of parts ({', '.join(MODEL_PARTS)}), got {parts!r}")
+            raise ValueError(f"{_key(modality)}: expected a mapping of parts ({', '.join(MODEL_PARTS)}), "
+                             f"got {shown(parts)}")
         for part, options in parts.items():
             if part not in MODEL_PARTS:
-                raise ValueError(f"{modality}.{part}: unknown model part (known: {', '.join(MODEL_PARTS)})")
+                raise ValueError(f"{_key(modality)}.{_key(part)}: unknown model part (known: {', '.join(MODEL_PARTS)})")
             if not isinstance(options, Mapping):
-                raise ValueError(f"{modality}.{part}: expected a mapping of options, got {options!r}")
+                raise ValueError(f"{_key(modality)}.{_key(part)}: expected a mapping of options, got {shown(options)}")
         models[str(modality)] = {str(part): dict(options) for part, options in parts.items()}
     return models
 
@@ -276,15 +301,7 @@ def load_run_config(path: Path | str | None) -> RunConfig:
     if path is None:
         return RunConfig()
     path = resolve_run_config_path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read run config: {error.strerror or error}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{path}: malformed YAML: {where}{getattr(error, 'problem', None) or error}") from None
-    return structure_run_config(data, str(path))
+    return structure_run_config(read_yaml(path, "run config", ConfigError), str(path))
 
 
 def run_config_to_dict(config: RunConfig) -> dict:

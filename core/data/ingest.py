@@ -6,11 +6,18 @@ the good ones: it lands in the skip report with its one-line reason.
 
 For volume modalities, single-frame DICOM files of one series in one folder become
 one record (the folder); everything else is one record per file.
+
+Paths in the manifest are relative to its folder, and may lead out of it (``../``, or
+absolute where no relative path exists): right for a dataset stored apart from its
+manifests, and said in the summary. ``contain=True`` (``medm2g ingest --contain``, for shared
+servers) refuses it: the folder searched must lie inside the manifest's folder, and a file whose
+real path (symbolic links followed) leads out of it is skipped with that reason.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -22,6 +29,8 @@ from medm2g.core.io.dicom_read import dicom_files_in, is_dicom_file, looks_like_
 from medm2g.core.progress import progress
 from medm2g.registry import Modality, ModalityKind
 
+logger = logging.getLogger(__name__)
+
 
 @attrs.frozen
 class IngestReport:
@@ -30,6 +39,20 @@ class IngestReport:
     files_seen: int
     skipped: tuple[tuple[str, str], ...]  # (path, reason)
     skip_report: Path | None
+    outside: int = 0  # records whose file lies outside the manifest's folder (``../`` or absolute paths)
+
+
+def _lies_inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (symbolic links followed) lies in ``folder`` or below it."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _manifest_path(path: Path, folder: Path) -> str:
+    """``path`` relative to the manifest's ``folder``, or absolute where none exists (another drive)."""
+    try:
+        return os.path.relpath(path, folder)
+    except ValueError:
+        return str(path.resolve())
 
 
 def _header(path: Path):
@@ -85,11 +108,15 @@ def _group_series(files: list[Path]) -> tuple[list[tuple[Path, str]], list[Path]
     return folders, sorted(singles)
 
 
-def ingest(root: Path, modality: Modality, out: Path) -> IngestReport:
+def ingest(root: Path, modality: Modality, out: Path, contain: bool = False) -> IngestReport:
     """Write ``out`` (CSV: subject_id, split, <modality>) and, when files were skipped, ``out``'s
-    ``.skipped.csv`` beside it."""
+    ``.skipped.csv`` beside it. With ``contain``, no record leads out of ``out``'s folder."""
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
+    home = out.parent
+    if contain and not _lies_inside(root, home):
+        raise DataError(f"{root}: outside the manifest's folder {home.resolve()}, and --contain refuses manifests "
+                        f"that lead out of their folder; write the manifest in {root} or a folder above it")
     files = _candidates(root, modality)
     if modality.spec.kind is ModalityKind.VOLUME:
         series, singles = _group_series(files)
@@ -97,8 +124,13 @@ def ingest(root: Path, modality: Modality, out: Path) -> IngestReport:
         series, singles = [], files
     units: list[tuple[Path, str | None]] = [(folder, subject) for folder, subject in series]
     units += [(path, None) for path in singles]
-    rows, skipped = [], []
+    rows, skipped, outside = [], [], 0
     for path, subject in progress(units, desc=f"ingest {modality.name}", unit="record"):
+        relative = _manifest_path(path, home)
+        inside = not os.path.isabs(relative) and Path(relative).parts[:1] != (os.pardir,) and _lies_inside(path, home)
+        if contain and not inside:  # a symbolic link inside the folder searched, to a file outside it
+            skipped.append((str(path), f"leads out of the manifest's folder (to {path.resolve()}), refused by --contain"))
+            continue
         try:
             modality.read(path)
         except DataError as error:
@@ -112,7 +144,8 @@ def ingest(root: Path, modality: Modality, out: Path) -> IngestReport:
             header = _header(path) if path.is_file() and is_dicom_file(path) else None
             subject = str(header.get("PatientID", "") or "") if header is not None else ""
             subject = subject or path.stem.removesuffix(".nii")
-        rows.append({"subject_id": subject, "split": "", modality.name: os.path.relpath(path, out.parent)})
+        rows.append({"subject_id": subject, "split": "", modality.name: relative})
+        outside += not inside
     if not rows:
         raise DataError(f"{root}: no readable {modality.name} file among {len(units)} candidates "
                         f"({skipped[0][1] if skipped else 'none found'})")
@@ -128,4 +161,8 @@ def ingest(root: Path, modality: Modality, out: Path) -> IngestReport:
             writer = csv.writer(handle)
             writer.writerow(["path", "reason"])
             writer.writerows(skipped)
-    return IngestReport(out, len(rows), len(files), tuple(skipped), report)
+    if outside:
+        logger.warning("%s: %d of %d records name files outside the manifest's folder %s (../ or absolute paths): "
+                       "the manifest is valid only where those files are; `medm2g ingest --contain` refuses such "
+                       "paths (shared servers)", out, outside, len(rows), home.resolve())
+    return IngestReport(out, len(rows), len(files), tuple(skipped), report, outside)

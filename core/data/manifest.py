@@ -7,6 +7,10 @@ to the manifest or, for text modalities, inline report text (a value ending in
 ``.txt`` is read as a file). A record may have any subset of modalities; each stage
 takes the records that have the pair it needs. Other columns are kept as metadata,
 except names that look like a misspelled modality, which are errors.
+
+A malformed manifest (not UTF-8, NUL bytes, a row longer than its header, a JSON line that
+is not an object or nests too deep, a file that is not Parquet) is one :class:`DataError`
+line naming the file and the row, with every echoed value cut to a short prefix.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from medm2g.core.errors import DataError
+from medm2g.core.structuring import ECHO_LENGTH, explain, one_line, shown
 from medm2g.registry import ModalityKind, ModalityRegistry
 
 RESERVED_COLUMNS = ("subject_id", "split", "slice")
@@ -55,32 +60,71 @@ class Manifest:
         return (self.path.parent / value).resolve()
 
 
+def _csv_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, restkey=_EXTRA)
+        try:
+            rows = list(reader)
+        except csv.Error as error:
+            raise DataError(f"{_name(path)}: line {reader.line_num}: not CSV: {one_line(error)}") from None
+    for number, row in enumerate(rows, 1):
+        if _EXTRA in row:
+            raise DataError(f"{_name(path)}: row {number}: {len(row) - 1 + len(row[_EXTRA])} values, but the "
+                            f"header names {len(reader.fieldnames or ())} columns")
+    return rows
+
+
+def _jsonl_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{_name(path)}: line {number}: not JSON: {error.msg}") from None
+        except RecursionError:
+            raise DataError(f"{_name(path)}: line {number}: JSON nested too deeply") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{_name(path)}: line {number}: expected a JSON object (one record), "
+                            f"got {type(row).__name__} {shown(row)}")
+        rows.append(row)
+    return rows
+
+
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        import pyarrow
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise DataError(f"{_name(path)}: reading Parquet needs pyarrow (pip install 'medm2g[parquet]')") from None
+    try:
+        return parquet.read_table(path).to_pylist()
+    except pyarrow.ArrowException as error:
+        raise DataError(f"{_name(path)}: not a readable Parquet table: {one_line(error)}") from None
+
+
+_EXTRA = "\0extra"  # DictReader's key for values past the header's columns: no header names it
+
+
+def _name(path: Path) -> str:
+    return one_line(str(path), 1000)
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
+    readers = {".csv": _csv_rows, ".jsonl": _jsonl_rows, ".parquet": _parquet_rows}
+    if suffix not in readers:
+        raise DataError(f"{_name(path)}: unsupported manifest type {one_line(suffix, 20) or '(none)'} "
+                        f"(expected .csv, .jsonl or .parquet)")
     try:
-        if suffix == ".csv":
-            with path.open(newline="", encoding="utf-8") as handle:
-                return list(csv.DictReader(handle))
-        if suffix == ".jsonl":
-            rows = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise DataError(f"{path}: line {number}: not JSON: {error.msg}") from None
-            return rows
-        if suffix == ".parquet":
-            try:
-                import pyarrow.parquet as parquet
-            except ImportError:
-                raise DataError(f"{path}: reading Parquet needs pyarrow (pip install 'medm2g[parquet]')") from None
-            return parquet.read_table(path).to_pylist()
+        return readers[suffix](path)
     except FileNotFoundError:
-        raise DataError(f"{path}: manifest not found") from None
+        raise DataError(f"{_name(path)}: manifest not found") from None
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text: {error.reason} at byte {error.start}") from None
-    raise DataError(f"{path}: unsupported manifest type {suffix or '(none)'} (expected .csv, .jsonl or .parquet)")
+        raise DataError(f"{_name(path)}: not UTF-8 text: {error.reason} at byte {error.start}") from None
+    except OSError as error:
+        raise DataError(f"{_name(path)}: cannot read manifest: {error.strerror or error}") from None
 
 
 def _text(value: Any) -> str:
@@ -92,27 +136,29 @@ def read_manifest(path: Path | str, registry: ModalityRegistry) -> Manifest:
     path = Path(path)
     rows = _read_rows(path)
     if not rows:
-        raise DataError(f"{path}: the manifest has no records")
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+        raise DataError(f"{_name(path)}: the manifest has no records")
+    columns = list(dict.fromkeys(str(key) for row in rows for key in row))
     if "subject_id" not in columns:
-        raise DataError(f"{path}: missing column 'subject_id' (columns: {', '.join(columns)})")
+        raise DataError(f"{_name(path)}: missing column 'subject_id' "
+                        f"(columns: {one_line(', '.join(shown(c, 30) for c in columns[:10]))}"
+                        f"{f' and {len(columns) - 10} more' if len(columns) > 10 else ''})")
     modalities = tuple(c for c in columns if c in registry)
     for column in columns:
-        if column in RESERVED_COLUMNS or column in registry:
+        if column in RESERVED_COLUMNS or column in registry or len(column) > 64:  # 64: no misspelled name
             continue
         close = difflib.get_close_matches(column, list(registry), n=1, cutoff=0.75)
         if close:
-            raise DataError(f"{path}: column {column!r} is not an installed modality (did you mean {close[0]!r}? "
-                            f"installed: {', '.join(registry)})")
+            raise DataError(f"{_name(path)}: column {shown(column)} is not an installed modality (did you mean "
+                            f"{close[0]!r}? installed: {', '.join(registry)})")
     if not modalities:
-        raise DataError(f"{path}: no column names an installed modality (installed: {', '.join(registry)})")
+        raise DataError(f"{_name(path)}: no column names an installed modality (installed: {', '.join(registry)})")
     records = []
     for number, row in enumerate(rows, 1):
         slice_text = _text(row.get("slice"))
         try:
             slice_index = int(slice_text) if slice_text else None
         except ValueError:
-            raise DataError(f"{path}: row {number}: slice must be an integer, got {slice_text!r}") from None
+            raise DataError(f"{_name(path)}: row {number}: slice must be an integer, got {shown(slice_text)}") from None
         records.append(ManifestRecord(
             row=number,
             subject_id=_text(row.get("subject_id")),
@@ -126,6 +172,13 @@ def read_manifest(path: Path | str, registry: ModalityRegistry) -> Manifest:
 
 def is_inline_text(registry: ModalityRegistry, modality: str, value: str) -> bool:
     return registry[modality].spec.kind is ModalityKind.TEXT and not value.lower().endswith(".txt")
+
+
+def _exists(manifest: Manifest, value: str) -> bool:
+    try:
+        return manifest.resolve(value).exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 def manifest_problems(manifest: Manifest, registry: ModalityRegistry, check_files: bool = True) -> list[str]:
@@ -142,8 +195,8 @@ def manifest_problems(manifest: Manifest, registry: ModalityRegistry, check_file
         if check_files:
             for modality, value in record.values.items():
                 # exists, not is_file: a DICOM series is a folder (medm2g ingest writes those)
-                if not is_inline_text(registry, modality, value) and not manifest.resolve(value).exists():
-                    problems.append(f"{where}: {modality} file not found: {value}")
+                if not is_inline_text(registry, modality, value) and not _exists(manifest, value):
+                    problems.append(f"{where}: {modality} file not found: {one_line(value, ECHO_LENGTH)}")
         key = (record.subject_id, record.split, tuple(sorted(record.values.items())), record.slice_index)
         if key in seen:
             problems.append(f"{where}: duplicate of row {seen[key]}")
@@ -152,7 +205,7 @@ def manifest_problems(manifest: Manifest, registry: ModalityRegistry, check_file
     for subject, splits in splits_of.items():
         if subject and len(splits) > 1:
             where = ", ".join(f"{split} (row {row})" for split, row in splits.items())
-            problems.append(f"subject {subject} is in several splits: {where}")
+            problems.append(f"subject {one_line(subject, ECHO_LENGTH)} is in several splits: {where}")
     return problems
 
 
@@ -160,8 +213,7 @@ def validate_manifest(manifest: Manifest, registry: ModalityRegistry, check_file
     """Raise one DataError listing every problem (first ten, with the count), or return the manifest."""
     problems = manifest_problems(manifest, registry, check_files)
     if problems:
-        shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise DataError(f"{manifest.path}: {len(problems)} problem(s): {shown}")
+        raise DataError(explain(f"{manifest.path}: {len(problems)} problem(s)", problems))
     return manifest
 
 

@@ -136,7 +136,7 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
                         steps: int | None = None, seed: int = 0, fid_features: str | None = None,
                         cross_guided: bool = True) -> list[TaskScore]:
     """Scores for every (condition, output) modality pair the run and the plan have, in sorted order,
-    then every direction of the run's translation edges (SynDiff), each by its own backend.
+    then every direction of the run's translation edges (SynDiff, or another backend's), each by its own backend.
     ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row.
     ``cross_guided=False`` conditions on prompt embeddings alone even where the run has round parts."""
     if subjects < 1:
@@ -147,7 +147,7 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     sources = [m for m in sorted(modalities) if m in run.conditionable()]
     targets = [m for m in sorted(modalities) if m in run.generatable()]
     tasks = [(source, target, "medm2g") for source in sources for target in targets if source != target]
-    tasks += [(source, target, "syndiff") for source, target in run.translatable()
+    tasks += [(source, target, run.translation_backend(source, target)) for source, target in run.translatable()
               if source in modalities and target in modalities]
     backends = {name: generation_backend(name, run) for name in {backend for _, _, backend in tasks}}
     imaging_targets = sorted({t for _, t, _ in tasks if run.registry[t].spec.kind.is_imaging})

@@ -86,8 +86,11 @@ class CrossGuidedGenerator:
     def check(self, request: GenerationRequest) -> None:
         """Refuse, before any sampling, what this run cannot do, naming what it can."""
         can_generate, can_condition = self.run.generatable(), self.run.conditionable()
-        translations = ", ".join(f"{s}->{t}" for s, t in self.run.translatable())
-        elsewhere = f"; its translation edges do {translations} (--backend syndiff)" if translations else ""
+        by_backend: dict[str, list[str]] = {}
+        for source, target in self.run.translatable():
+            by_backend.setdefault(self.run.translation_backend(source, target), []).append(f"{source}->{target}")
+        translations = "; ".join(f"{', '.join(pairs)} (--backend {name})" for name, pairs in by_backend.items())
+        elsewhere = f"; its translation edges do {translations}" if translations else ""
         for modality in request.outputs:
             if modality not in can_generate:
                 raise ConfigError(f"{self.run.layout.root}: cannot generate {modality!r}: this run has no trained VAE and "
@@ -245,6 +248,6 @@ def default_backend(run: TrainedRun, request: GenerationRequest) -> str:
     if all(m in run.generatable() for m in request.outputs):
         return "medm2g"
     sources = {condition.modality for condition in request.conditions}
-    if len(sources) == 1 and len(request.outputs) == 1 and (sources.pop(), request.outputs[0]) in run.translatable():
-        return "syndiff"
+    if len(sources) == 1 and len(request.outputs) == 1:
+        return run.translation_backend(sources.pop(), request.outputs[0]) or "medm2g"
     return "medm2g"

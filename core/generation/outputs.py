@@ -8,10 +8,18 @@
 
 Volumes are written in physical units (NIfTI by default, HU for CT); images as PNG;
 reports as text. ``image_format`` overrides the imaging suffix (.png, .nii.gz, .dcm, .npy).
+
+No output names a condition's file: conditions are described by modality and content hash
+(:mod:`conditions`), and their paths are cut out of the recorded command line too. With
+``record_condition_paths`` the paths (absolute) go into ``generation.json`` alone, for the
+user's own bookkeeping, never into a generated file.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
 import textwrap
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +28,7 @@ import torch
 
 from medm2g.core.errors import ConfigError
 from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
+from medm2g.core.generation.conditions import Condition
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.io.imaging import WRITABLE_SUFFIXES
 from medm2g.core.io.provenance import Provenance
@@ -48,11 +57,35 @@ def _source(request: GenerationRequest, sample: GeneratedSample) -> str:
     return source
 
 
+def without_condition_paths(command: str, conditions: Sequence[Condition]) -> str:
+    """``command`` with each condition file's path (``--from ct=PATH``) replaced by its content hash."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # unbalanced quotes: not a command line medm2g wrote; cut the paths as text
+        words = None
+    for condition in conditions:
+        if condition.path is None:
+            continue
+        hashed = re.search(r"sha256:[0-9a-f]+", condition.description)
+        replacement = hashed.group(0) if hashed else "FILE"
+        given = f"{condition.modality}={condition.path}"
+        if words is None:
+            command = command.replace(condition.path, replacement)
+        else:
+            words = [w[: -len(given)] + f"{condition.modality}={replacement}" if w.endswith(given) else w
+                     for w in words]
+    return command if words is None else shlex.join(words)
+
+
 def write_generation(out: Path, request: GenerationRequest, samples: Sequence[GeneratedSample],
                      registry: ModalityRegistry, model: str, backend: str, command: str,
-                     image_format: str | None = None, details: dict | None = None) -> dict:
+                     image_format: str | None = None, details: dict | None = None,
+                     record_condition_paths: bool = False) -> dict:
     """Write every sample, ``generation.json`` and ``grid.png``; returns the record written.
-    ``details`` (what the backend did beyond the request) is recorded as given."""
+    ``details`` (what the backend did beyond the request) is recorded as given. Conditions are
+    named by modality and content hash everywhere; ``record_condition_paths`` adds their files'
+    absolute paths (``condition_paths``, None for a report typed in) to ``generation.json`` alone,
+    and keeps them in its ``command``."""
     out = Path(out)
     suffixes = {m: output_suffix(registry, m, image_format) for m in request.outputs}
     rows = []
@@ -68,9 +101,12 @@ def write_generation(out: Path, request: GenerationRequest, samples: Sequence[Ge
                      "files": files, **({"text": {m: v for m, v in sample.outputs.items() if isinstance(v, str)}}
                                         if any(isinstance(v, str) for v in sample.outputs.values()) else {})})
     record = {
-        "model": model, "backend": backend, "command": command,
+        "model": model, "backend": backend,
+        "command": command if record_condition_paths else without_condition_paths(command, request.conditions),
         "outputs": list(request.outputs), "joint": request.joint,
         "conditions": [c.description for c in request.conditions],
+        **({"condition_paths": [os.path.abspath(c.path) if c.path is not None else None for c in request.conditions]}
+           if record_condition_paths else {}),
         "samples_per_condition": request.samples_per_condition, "seed": request.seed,
         "steps": request.steps, "guidance_scale": request.guidance_scale,
         "rows": rows, "grid": "grid.png", **(details or {}),

@@ -1,6 +1,7 @@
 """The trained models of one run folder, loaded on first use and kept.
 
-Generation needs a different subset for every task (text to MRI needs C_text, MRI's
+What the run can do comes from its plan (``plan.json``) and the stages that completed
+(their records); generation needs a different subset for every task (text to MRI needs C_text, MRI's
 denoiser and MRI's VAE; joint generation also needs each output's cross-guided
 parts), so nothing is loaded until a task asks for it. The run's own
 ``config.yaml`` says how the models were built; only the device may differ.
@@ -18,11 +19,13 @@ from torch import nn
 from medm2g.core.config.run_config import RunConfig, load_run_config, with_overrides
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.errors import CheckpointError
+from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.cross_guided import CrossGuidedSide, build_side
 from medm2g.core.training.encoders import load_prompt_encoders, resolve_device
 from medm2g.core.training.latent_diffusion import load_denoiser
 from medm2g.core.training.layout import RunLayout
+from medm2g.core.training.run import load_run_plan
 from medm2g.registry import ModalityRegistry
 
 
@@ -72,19 +75,45 @@ class TrainedRun:
         configure_attention(side.denoiser, self.config.attention, self.device)
         return side
 
-    def translatable(self) -> list[tuple[str, str]]:
-        """(source, target) of every direction a trained translation edge (SynDiff) can do."""
-        return [direction for a, b in self.layout.translations()
-                if a in self.registry and b in self.registry for direction in ((a, b), (b, a))]
+    @functools.cached_property
+    def plan(self) -> TrainingPlan:
+        """The plan the run was trained on, read back from its ``plan.json``."""
+        return load_run_plan(self.layout, self.registry)
+
+    def completed(self, stage: Stage) -> bool:
+        """True when the stage wrote its record: its weights are final."""
+        return self.layout.stage_record(stage).is_file()
+
+    def _completed_groups(self, kind: StageKind) -> set[ParamGroup]:
+        return {group for stage in self.plan.stages_of(kind) if self.completed(stage) for group in stage.trains}
+
+    def translatable(self, backend: str | None = None) -> list[tuple[str, str]]:
+        """(source, target) of every direction a completed translation stage can do (of ``backend``'s
+        edges only, when given)."""
+        return [direction for stage, edge in self.plan.translation_stages()
+                if self.completed(stage) and backend in (None, edge.backend)
+                for direction in ((edge.a, edge.b), (edge.b, edge.a))]
+
+    def translation_backend(self, source: str, target: str) -> str | None:
+        """The backend of the first completed translation edge that does ``source`` -> ``target``."""
+        for stage, edge in self.plan.translation_stages():
+            if self.completed(stage) and {source, target} == {edge.a, edge.b}:
+                return edge.backend
+        return None
 
     def generatable(self) -> list[str]:
-        """Modalities whose VAE and denoiser this run has: the possible outputs."""
-        return [m for m in self.registry if self.layout.vae(m).is_file() and self.layout.denoiser(m).is_file()]
+        """Modalities whose VAE and LDM stages completed: the possible outputs."""
+        trained = self._completed_groups(StageKind.VAE) | self._completed_groups(StageKind.LDM)
+        return [m for m in self.registry
+                if ParamGroup(m, Part.VAE) in trained and ParamGroup(m, Part.BACKBONE) in trained]
 
     def conditionable(self) -> list[str]:
-        """Modalities with an aligned encoder: the possible conditions."""
-        return [m for m in self.registry if self.layout.encoder(m).is_file()]
+        """Modalities in the aligned space whose alignment stages all completed: the possible conditions."""
+        stages = self.plan.stages_of(StageKind.ALIGNMENT)
+        return [m for m in self.registry if m in self.plan.aligned
+                and all(self.completed(stage) for stage in stages if m in stage.modalities)]
 
     def jointly_generatable(self) -> list[str]:
-        """Modalities with cross-guided parts from a round: those joint generation can sample together."""
-        return [m for m in self.generatable() if self.layout.cross_guided(m).is_file()]
+        """Outputs whose cross-guided parts a completed round trained: those joint generation samples together."""
+        trained = self._completed_groups(StageKind.CROSS_GUIDED)
+        return [m for m in self.generatable() if ParamGroup(m, Part.CROSS_GUIDANCE) in trained]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import attrs
 
@@ -46,6 +46,7 @@ class Part(str, enum.Enum):
     CONTEXT_ENCODER = "context_encoder"  # V_M, section 3.4
     ADAPTATION = "adaptation"  # f_M, eq. 5
     ADVERSARIAL_DIFFUSION = "adversarial_diffusion"  # a translation pair's SynDiff networks, owned by the pair
+    TRANSLATION = "translation"  # what another backend trains on a pair, owned by the pair
 
 
 CROSS_GUIDED_PARTS = (Part.CONTEXT_ENCODER, Part.ADAPTATION, Part.CROSS_GUIDANCE)
@@ -76,6 +77,27 @@ class StageKind(str, enum.Enum):
     ADVERSARIAL_DIFFUSION = "adversarial_diffusion"  # a syndiff edge: SynDiff translating a <-> b (issue #8)
 
 
+class BackendStageKind(str):
+    """The kind of a stage another backend plans for its edges (``"regression"``, say): a plain
+    name with a ``value`` like :class:`StageKind`'s members, so both read alike."""
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
+def stage_kind(value: "StageKind | str") -> "StageKind | BackendStageKind":
+    """One of medm2g's own kinds where the name is one, else a backend's."""
+    try:
+        return StageKind(value)
+    except ValueError:
+        return BackendStageKind(value)
+
+
+BUILT_IN_EDGE_STAGES = {"syndiff": StageKind.ADVERSARIAL_DIFFUSION.value}
+"""The stage kind each built-in translation backend plans per edge (its record says the same)."""
+
+
 @attrs.frozen
 class Stage:
     """One step of the training plan.
@@ -86,7 +108,7 @@ class Stage:
     """
 
     index: int
-    kind: StageKind
+    kind: StageKind = attrs.field(converter=stage_kind)
     modalities: tuple[str, ...]
     datasets: tuple[str, ...]
     trains: tuple[ParamGroup, ...]
@@ -151,7 +173,7 @@ class TrainingPlan:
     cost: CostReport
 
     def stages_of(self, kind: StageKind) -> tuple[Stage, ...]:
-        return tuple(stage for stage in self.stages if stage.kind is kind)
+        return tuple(stage for stage in self.stages if stage.kind == kind)
 
     @property
     def rounds(self) -> tuple[Stage, ...]:
@@ -165,6 +187,12 @@ class TrainingPlan:
     @property
     def translation_edges(self) -> tuple[PairEdge, ...]:
         return tuple(edge for edge in self.graph.pairs if edge.is_translation)
+
+    def translation_stages(self) -> tuple[tuple[Stage, PairEdge], ...]:
+        """Each translation edge's stage with its edge (its backend, its data): the stages after
+        MedM2G's own, planned one per translation edge in the graph's order."""
+        own = {StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED}
+        return tuple(zip((stage for stage in self.stages if stage.kind not in own), self.translation_edges))
 
 
 def aligned_modalities(center: str | None, star: tuple[AlignmentEdge, ...]) -> tuple[str, ...]:
@@ -271,7 +299,8 @@ def _check_connected(graph: PairGraph, center: str, reached: set[str], adjacency
         edge.label for edge in graph.pairs if not edge.paired and (edge.a in stranded or edge.b in stranded)
     )
     note = f"; its data with {', '.join(unpaired)} is unpaired and cannot align it" if unpaired else ""
-    example = f"{center}-{stranded[0]}" if len(stranded) == 1 else f"{center}-{stranded[0]} or {sorted(reached)[0]}-{stranded[0]}"
+    others = sorted(reached - {center})
+    example = f"{center}-{stranded[0]}" + (f" or {others[0]}-{stranded[0]}" if len(stranded) > 1 and others else "")
     raise GraphError(
         f"{graph.source}: modalit{'y' if len(stranded) == 1 else 'ies'} {', '.join(stranded)} "
         f"{'has' if len(stranded) == 1 else 'have'} no path of paired data to the centre {center!r}{note}; "
@@ -297,10 +326,13 @@ def _imaging_filter(imaging: set[str], names: Iterable[str]) -> tuple[str, ...]:
 
 
 def plan_stages(
-    graph: PairGraph, center: str | None, star: tuple[AlignmentEdge, ...], imaging: set[str] | None = None
+    graph: PairGraph, center: str | None, star: tuple[AlignmentEdge, ...], imaging: set[str] | None = None,
+    edge_stages: Mapping[str, str] | None = None,
 ) -> tuple[Stage, ...]:
     """Alignment stages, VAEs, single-modality LDMs, the multi-flow rounds, then one stage per
-    translation edge (SynDiff trains on its own, from nothing the other stages make).
+    translation edge (SynDiff trains on its own, from nothing the other stages make), of the kind
+    its backend names in ``edge_stages`` (the installed backends' ``edge_stage_kind``; SynDiff's
+    ``adversarial_diffusion`` when not given).
 
     ``imaging`` names the imaging modalities (those that get the visual invariant);
     ``None`` treats every modality but the centre as imaging, which is right for the
@@ -308,6 +340,7 @@ def plan_stages(
     """
     if imaging is None:
         imaging = set(graph.modalities) - {center}
+    edge_stages = BUILT_IN_EDGE_STAGES if edge_stages is None else edge_stages
     stages: list[Stage] = []
 
     def add(kind: StageKind, modalities, datasets, trains, frozen, visual_invariant=()) -> None:
@@ -322,8 +355,9 @@ def plan_stages(
             if not_imaging:
                 raise GraphError(f"{graph.source}: pairs[{index}]: backend {edge.backend} translates images; "
                                  f"{', '.join(repr(n) for n in not_imaging)} is not an imaging modality")
-            add(StageKind.ADVERSARIAL_DIFFUSION, (edge.a, edge.b), edge.dataset,
-                [ParamGroup(edge.label, Part.ADVERSARIAL_DIFFUSION)], [])
+            kind = stage_kind(edge_stages.get(edge.backend, "translation"))
+            part = Part.ADVERSARIAL_DIFFUSION if kind is StageKind.ADVERSARIAL_DIFFUSION else Part.TRANSLATION
+            add(kind, (edge.a, edge.b), edge.dataset, [ParamGroup(edge.label, part)], [])
     return tuple(stages)
 
 
@@ -415,13 +449,15 @@ def cost_report(graph: PairGraph, star, stages, tasks) -> CostReport:
     )
 
 
-def build_plan(graph: PairGraph, imaging: set[str] | None = None) -> TrainingPlan:
-    """Everything the trainer and sampler need, derived from a validated pair graph."""
+def build_plan(graph: PairGraph, imaging: set[str] | None = None,
+               edge_stages: Mapping[str, str] | None = None) -> TrainingPlan:
+    """Everything the trainer and sampler need, derived from a validated pair graph; ``edge_stages``
+    maps each translation backend to the stage kind it trains per edge (see :func:`plan_stages`)."""
     if not graph.modalities:
         raise GraphError(f"{graph.source}: a pair graph needs at least one modality")
     center, chosen_by = choose_center(graph)
     star = build_star(graph, center) if center is not None else ()
-    stages = plan_stages(graph, center, star, imaging)
+    stages = plan_stages(graph, center, star, imaging, edge_stages)
     tasks = generation_tasks(graph, center, star)
     star_keys = {frozenset((edge.modality, edge.via)) for edge in star}
     unused = tuple(sorted((e for e in graph.pairs if e.key not in star_keys and not e.is_translation),

@@ -8,22 +8,26 @@ two steps, each with errors that name the file and the path inside it:
    with unknown keys forbidden (``pairs[2].datset: unknown key``);
 2. *validation* against the installed modalities (``pairs[2].b: unknown modality
    'pett' (did you mean 'pet'? installed: ...)``), self-pairs and duplicate pairs.
+
+A malformed file (not UTF-8, nested too deep, control characters, an alias bomb, values of
+the wrong type) is one :class:`GraphError` line naming the file and the place
+(:func:`medm2g.core.structuring.read_yaml`).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import attrs
 import cattrs
-import yaml
 from cattrs.errors import IterableValidationError
 from cattrs.gen import make_dict_structure_fn, override
 
 from medm2g.core.errors import GraphError
-from medm2g.core.structuring import strict_converter, structure_or_explain
+from medm2g.core.structuring import explain, read_yaml, shown, strict_converter, structure_or_explain
 from medm2g.registry.manager import unknown_modality_message
 
 
@@ -31,7 +35,7 @@ def _datasets(value: str | Iterable[str]) -> tuple[str, ...]:
     """One dataset reference or a list of them; each is a manifest path or name."""
     items = (value,) if isinstance(value, str) else tuple(value)
     if not items or not all(isinstance(item, str) and item.strip() for item in items):
-        raise ValueError(f"expected a dataset reference or a non-empty list of them, got {value!r}")
+        raise ValueError(f"expected a dataset reference or a non-empty list of them, got {shown(value)}")
     return items
 
 
@@ -43,18 +47,31 @@ EDGE_BACKENDS = {
 
 
 def _backend(value: Any) -> str:
-    """The name of a known backend (the structure hook: errors then name ``pairs[i].backend``)."""
+    """A backend's name (the structure hook: errors then name ``pairs[i].backend``); whether it is
+    installed is checked against the plugins' backends (:func:`backend_problems`)."""
     if not isinstance(value, str):
-        raise ValueError(f"expected a backend name ({', '.join(EDGE_BACKENDS)}), got {value!r}")
-    _known_backend(None, None, value)
+        raise ValueError(f"expected a backend name ({', '.join(EDGE_BACKENDS)}), got {shown(value)}")
+    _backend_name(None, None, value)
     return value
 
 
-def _known_backend(instance, attribute, value: str) -> None:
-    if value not in EDGE_BACKENDS:
-        close = difflib.get_close_matches(value, list(EDGE_BACKENDS), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValueError(f"unknown backend {value!r} ({hint}known: {', '.join(EDGE_BACKENDS)})")
+def _backend_name(instance, attribute, value: str) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise ValueError(f"a backend name is a lowercase identifier, got {shown(value)}")
+
+
+def backend_problems(graph: "PairGraph", known: Iterable[str]) -> list[str]:
+    """``pairs[i].backend: unknown backend ...`` for every edge naming a backend not in ``known``
+    (the installed backends' names; medm2g's and syndiff's when no registry is at hand)."""
+    known = list(known)
+    problems = []
+    for index, edge in enumerate(graph.pairs):
+        if edge.backend not in known:
+            close = difflib.get_close_matches(edge.backend, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"pairs[{index}].backend: unknown backend {shown(edge.backend)} "
+                            f"({hint}known: {', '.join(known)})")
+    return problems
 
 
 @attrs.frozen
@@ -74,7 +91,7 @@ class PairEdge:
     b: str
     dataset: tuple[str, ...] = attrs.field(converter=_datasets)
     paired: bool = True
-    backend: str = attrs.field(default="medm2g", validator=_known_backend)
+    backend: str = attrs.field(default="medm2g", validator=_backend_name)
 
     @property
     def key(self) -> frozenset[str]:
@@ -143,7 +160,7 @@ def _make_converter() -> cattrs.Converter:
 
 def _mapping(value: Any, keys: str) -> Mapping:
     if not isinstance(value, Mapping):
-        raise ValueError(f"expected a mapping with keys {keys}, got {type(value).__name__} {value!r}")
+        raise ValueError(f"expected a mapping with keys {keys}, got {type(value).__name__} {shown(value)}")
     return value
 
 
@@ -165,10 +182,10 @@ def _structure_edges(converter: cattrs.Converter, value: Any) -> tuple[PairEdge,
 
 def _string_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ValueError(f"expected a list of names, got {value!r}")
+        raise ValueError(f"expected a list of names, got {shown(value)}")
     for item in value:
         if not isinstance(item, str):
-            raise ValueError(f"expected a list of names, got item {item!r}")
+            raise ValueError(f"expected a list of names, got item {shown(item)}")
     return tuple(value)
 
 
@@ -186,27 +203,22 @@ def structure_pair_graph(data: Any, source: str = "<memory>") -> PairGraph:
 def load_pair_graph(path: Path | str, installed: Iterable[str] | None = None) -> PairGraph:
     """Read, structure and (when ``installed`` is given) validate a pair graph file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise GraphError(f"{path}: cannot read pair graph: {error.strerror or error}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise GraphError(f"{path}: malformed YAML: {where}{problem}") from None
-    graph = structure_pair_graph(data, source=str(path))
+    graph = structure_pair_graph(read_yaml(path, "pair graph", GraphError), source=str(path))
     if installed is not None:
         validate_pair_graph(graph, installed)
+    else:
+        problems = backend_problems(graph, EDGE_BACKENDS)
+        if problems:
+            raise GraphError(f"{graph.source}: {problems[0]}")
     return graph
 
 
 def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
-    """Check names against the installed modalities and the pairs against each other."""
+    """Check names against the installed modalities (and backends, when ``installed`` is a registry)
+    and the pairs against each other."""
+    backends = getattr(installed, "backends", None)
     installed = sorted(installed)
-    problems: list[str] = []
+    problems: list[str] = backend_problems(graph, backends if backends else EDGE_BACKENDS)
     seen_modalities: dict[str, int] = {}
     for index, name in enumerate(graph.modalities):
         if name not in installed:
@@ -217,7 +229,7 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
     if not graph.modalities:
         problems.append("modalities: expected at least one modality")
     if graph.center is not None and graph.center not in seen_modalities:
-        problems.append(f"center: {graph.center!r} is not one of the graph's modalities ({', '.join(graph.modalities)})")
+        problems.append(f"center: {shown(graph.center)} is not one of the graph's modalities ({', '.join(graph.modalities)})")
     seen_pairs: dict[tuple[frozenset[str], str], int] = {}
     for index, edge in enumerate(graph.pairs):
         for side in ("a", "b"):
@@ -238,4 +250,4 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
             )
         seen_pairs.setdefault((edge.key, edge.backend), index)
     if problems:
-        raise GraphError(f"{graph.source}: " + "; ".join(problems))
+        raise GraphError(explain(graph.source, problems))

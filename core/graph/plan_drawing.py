@@ -60,8 +60,7 @@ def draw_plan(plan: TrainingPlan, path: Path | str) -> Path:
     from matplotlib.patches import Patch
 
     path = Path(path)
-    stages = [s for s in plan.stages
-              if s.kind in (StageKind.ALIGNMENT, StageKind.CROSS_GUIDED, StageKind.ADVERSARIAL_DIFFUSION)]
+    stages = [s for s in plan.stages if s.kind not in (StageKind.VAE, StageKind.LDM)]  # per-modality ones: no pair
     names = list(plan.graph.modalities)
     fig = plt.figure(figsize=(6 + 1.6 * len(names), max(5.0, 1.0 + 0.55 * len(stages))), dpi=120)
     star_ax = fig.add_axes([0.02, 0.06, 0.34, 0.72])
@@ -119,7 +118,7 @@ def draw_plan(plan: TrainingPlan, path: Path | str) -> Path:
     labels = []
     for stage in stages:
         kind = {StageKind.ALIGNMENT: "align", StageKind.CROSS_GUIDED: "round"}.get(stage.kind, "translate")
-        number = sum(1 for s in stages[: stages.index(stage) + 1] if s.kind is stage.kind)
+        number = sum(1 for s in stages[: stages.index(stage) + 1] if s.kind == stage.kind)
         labels.append(f"{kind} {number}: {'-'.join(stage.modalities)}")
     grid_ax.set_xlim(0, len(names))
     grid_ax.set_ylim(len(stages), 0)

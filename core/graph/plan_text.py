@@ -6,7 +6,12 @@ from typing import Any
 
 import cattrs
 
-from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan
+from medm2g.core.errors import GraphError
+from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan, stage_kind
+from medm2g.core.graph.pair_graph import PairGraph, structure_pair_graph
+
+MEDM2G_KINDS = (StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED)
+"""The stage kinds of MedM2G's own backend; every other kind is a translation edge's."""
 
 _JSON = cattrs.Converter()
 _JSON.register_unstructure_hook(ParamGroup, str)
@@ -19,6 +24,27 @@ def plan_to_dict(plan: TrainingPlan) -> dict[str, Any]:
     data["graph"].pop("source", None)
     data["source"] = plan.graph.source
     return data
+
+
+def plan_from_dict(data: dict[str, Any], source: str = "plan.json") -> TrainingPlan:
+    """The plan :func:`plan_to_dict` wrote, rebuilt exactly: a trained run is read back from its own
+    ``plan.json``, never from a graph file that may have moved or changed since."""
+    try:
+        graph = structure_pair_graph(data["graph"], data.get("source", "<memory>"))
+        converter = cattrs.Converter()
+        converter.register_structure_hook(ParamGroup, lambda value, _t: _param_group(value))
+        converter.register_structure_hook(PairGraph, lambda _value, _t: graph)
+        converter.register_structure_hook(StageKind, lambda value, _t: stage_kind(value))  # other backends' kinds
+        return converter.structure(data, TrainingPlan)
+    except GraphError as error:
+        raise GraphError(f"{source}: not a plan medm2g wrote (its graph: {str(error)[:200]})") from None
+    except (KeyError, TypeError, ValueError, cattrs.BaseValidationError) as error:
+        raise GraphError(f"{source}: not a plan medm2g wrote ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+def _param_group(value: str) -> ParamGroup:
+    modality, _, part = value.rpartition(".")
+    return ParamGroup(modality, Part(part))
 
 
 def _groups(groups: tuple[ParamGroup, ...]) -> str:
@@ -41,9 +67,10 @@ def format_plan(plan: TrainingPlan) -> str:
         f"(pairwise alignment would need {cost.pairwise_alignment_edges})" if plan.center is not None else
         "No alignment star, latent diffusion or rounds: no pair trains medm2g",
     ]
+    width = max(8, *(len(name) for name in graph.modalities))  # the star's columns line up whatever the names
     for edge in plan.star:
         how = "direct to the centre" if edge.via == plan.center else f"through {edge.via} ({edge.hops_to_center} hops)"
-        lines.append(f"  {edge.modality:<8} aligns to {edge.via:<8} {how:<28} {', '.join(edge.datasets)}")
+        lines.append(f"  {edge.modality:<{width}} aligns to {edge.via:<{width}} {how:<28} {', '.join(edge.datasets)}")
     for edge in plan.unused_pairs:
         why = "unpaired data: not used for alignment" if not edge.paired else "not needed by the star"
         lines.append(f"  ({edge.label}: {why}; {', '.join(edge.dataset)})")
@@ -54,6 +81,8 @@ def format_plan(plan: TrainingPlan) -> str:
         StageKind.CROSS_GUIDED: "Multi-flow rounds (section 3.5: cross-guided training, eq. 6)",
         StageKind.ADVERSARIAL_DIFFUSION: "Translation pairs (SynDiff adversarial diffusion, a <-> b)",
     }
+    for stage in plan.stages:  # stages other backends plan for their edges
+        titles.setdefault(stage.kind, f"Translation pairs ({stage.kind.value} stages, a <-> b)")
     for kind, title in titles.items():
         stages = plan.stages_of(kind)
         if not stages:
@@ -62,8 +91,9 @@ def format_plan(plan: TrainingPlan) -> str:
         for number, stage in enumerate(stages, 1):
             label = "Round" if kind is StageKind.CROSS_GUIDED else "Stage"
             extra = f"  + visual invariant on {', '.join(stage.visual_invariant)}" if stage.visual_invariant else ""
-            if kind is StageKind.ADVERSARIAL_DIFFUSION:
-                edge = next(e for e in plan.translation_edges if (e.a, e.b) == stage.modalities)
+            edge = next((e for e in plan.translation_edges if (e.a, e.b) == stage.modalities
+                         and kind not in MEDM2G_KINDS), None)
+            if edge is not None:
                 extra = "  (paired data)" if edge.paired else "  (unpaired: each sample's two images from different subjects)"
             lines.append(f"  {label} {number} (#{stage.index}) {'-'.join(stage.modalities)}: {_datasets(stage)}{extra}")
             lines.append(f"    trains: {_groups(stage.trains)}")
@@ -103,5 +133,6 @@ PART_ABBREVIATIONS = {
     Part.CONTEXT_ENCODER: "V",
     Part.ADAPTATION: "f",
     Part.ADVERSARIAL_DIFFUSION: "SynDiff",
+    Part.TRANSLATION: "translator",
 }
 """Short names used where space is tight (the drawn plan), in the paper's letters."""

@@ -38,6 +38,11 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` so that a reader sees the old file or the new one, never half of it."""
+    return _write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
 def write_json(path: Path, record: Any) -> Path:
     """Write ``record`` as indented JSON, atomically."""
     text = json.dumps(record, indent=2, sort_keys=False, default=str) + "\n"

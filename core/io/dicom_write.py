@@ -5,6 +5,12 @@ RescaleIntercept, part of the SC Image IOD), so a reader recovers physical units
 (Hounsfield units for CT). A volume becomes a series folder, one instance per slice,
 in order (InstanceNumber) with shared study and series UIDs.
 
+The files pass dciodvfy (dicom3tools' validator; ``tests/core/io/test_dicom_validity.py``):
+every DS value fits its 16 characters (the slope is chosen as the 16-character decimal and the
+integers computed with it, so the Modality LUT is exact), the Type 2C Laterality is present
+(empty: a synthetic image has no body side), and the study has a date and time (the generation
+time) and a synthetic Study ID derived from its new UID.
+
 Synthetic markers: ImageType DERIVED\\SECONDARY, ConversionType SYN (synthetic image),
 DerivationDescription naming medm2g, its version and the model, BurnedInAnnotation NO
 (medm2g burns no text into pixels), Manufacturer medm2g, new UIDs, and patient
@@ -13,6 +19,8 @@ identifiers only when the provenance says the user asked for them.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +35,26 @@ SYNTHETIC_PATIENT_ID = "SYNTHETIC"
 def stored_integers(units: np.ndarray, intensity: IntensityConvention) -> tuple[np.ndarray, float, float]:
     """Unsigned 16-bit values counted from the window's low end, and the (slope, intercept)
     that map them back to units (DICOM's Modality LUT)."""
+    from pydicom.valuerep import format_number_as_ds
+
     low, high, quantum = storage_range(intensity)
-    return np.round((np.clip(units, low, high) - low) / quantum).astype(np.uint16), quantum, float(low)
+    slope, intercept = float(format_number_as_ds(quantum)), float(format_number_as_ds(float(low)))
+    levels = np.round((np.clip(units, low, high) - intercept) / slope)
+    return np.clip(levels, 0, np.iinfo(np.uint16).max).astype(np.uint16), slope, intercept
+
+
+def study_date_time(provenance: Provenance) -> tuple[datetime.date, datetime.time]:
+    """The study's date and time: when the sample was generated (now, when the record has no time)."""
+    try:
+        created = datetime.datetime.fromisoformat(provenance.created)
+    except ValueError:
+        created = datetime.datetime.now(datetime.timezone.utc)
+    return created.date(), created.time().replace(microsecond=0, tzinfo=None)
+
+
+def synthetic_study_id(study_uid: str) -> str:
+    """A Study ID (SH, at most 16 characters) for a new synthetic study: ``SYN`` and 13 hex digits of its UID."""
+    return "SYN" + hashlib.sha256(study_uid.encode()).hexdigest()[:13].upper()
 
 
 def _instance(pixels, slope, intercept, spec: ModalitySpec, provenance: Provenance, uids, number: int):
@@ -37,12 +63,15 @@ def _instance(pixels, slope, intercept, spec: ModalitySpec, provenance: Provenan
 
     study, series = uids
     patient = {"patient_id": SYNTHETIC_PATIENT_ID, "patient_name": "SYNTHETIC^MEDM2G"}
+    date, time = study_date_time(provenance)
     image = SCImage(
         pixel_array=pixels, photometric_interpretation="MONOCHROME2", bits_allocated=16,
         coordinate_system="PATIENT", study_instance_uid=study, series_instance_uid=series, series_number=1,
         sop_instance_uid=hd.UID(), instance_number=number, manufacturer="medm2g",
-        patient_orientation=("L", "P"), **patient,
+        patient_orientation=("L", "P"), study_id=synthetic_study_id(str(study)), study_date=date, study_time=time,
+        **patient,
     )
+    image.Laterality = ""  # Type 2C in General Series: present, and empty, since no body side is known
     image.ImageType = ["DERIVED", "SECONDARY"]
     image.ConversionType = "SYN"
     image.BurnedInAnnotation = "NO"

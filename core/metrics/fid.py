@@ -62,13 +62,23 @@ def timm_feature_network(spec: str, channels: int) -> tuple[FeatureNetwork, str]
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file for the FID feature network")
     import timm
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         network = timm.create_model(architecture, pretrained=False, num_classes=0, in_chans=channels)
     except RuntimeError as error:  # timm: "Unknown model (...)"
         raise ConfigError(f"--fid-features {spec!r}: {error}") from None
-    missing = network.load_state_dict(load_file(str(path)), strict=False).missing_keys
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:  # a .safetensors name on something else (a renamed pickle, say)
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(f"{path}: not a safetensors file ({reason})") from None
+    try:
+        missing = network.load_state_dict(state, strict=False).missing_keys
+    except RuntimeError as error:  # torch: "size mismatch for conv1.weight: ..."
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(f"{path}: not weights of timm {architecture}: {reason}") from None
     if missing:
         raise CheckpointError(f"{path}: not weights of timm {architecture}: missing {', '.join(missing[:4])}"
                               + (" ..." if len(missing) > 4 else ""))

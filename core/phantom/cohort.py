@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import attrs
 import numpy as np
@@ -33,6 +34,7 @@ from medm2g.core.io.imaging import slices_to_nifti
 from medm2g.core.io.provenance import Provenance
 from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
 from medm2g.core.progress import progress
+from medm2g.core.threads import usable_cores
 from medm2g.registry import Modality, ModalityKind, ModalityRegistry
 
 TEST_FRACTION = 0.2
@@ -117,6 +119,19 @@ def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, r
     return SubjectRecord(subject.subject_id, files, variants, masks, finding, key_slice or 0)
 
 
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it over ``path``: a kill leaves the
+    old file or none, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def assign_groups(n: int, pairs: list[str]) -> tuple[list[int], dict[str, list[int]]]:
     """Every fifth subject is held out for test; the rest go round-robin to the pairs, so no
     training subject is seen in two pairs (text and MRI are never seen together)."""
@@ -136,12 +151,15 @@ def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -
     counts: dict[str, int] = {}
 
     def write(path: Path, rows: list[dict]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         columns = ["subject_id", "split", "slice", *modalities]
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+
+        def write_rows(temporary: Path) -> None:
+            with temporary.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
+        _replace_atomically(path, write_rows)
         counts[path.relative_to(out).as_posix()] = len(rows)
 
     def row(record: SubjectRecord, split: str, keep: set[str]) -> dict:
@@ -194,8 +212,12 @@ def _render_all(n: int, seed: int, renderers: list[Modality], out: Path, workers
 
 def generate_cohort(out: Path, n: int, seed: int, registry: ModalityRegistry, graph: PairGraph,
                     overview_subjects: int = 4, workers: int | None = None) -> CohortSummary:
-    """Render ``n`` subjects with every modality that renders the phantom, then the manifests."""
-    workers = workers or min(os.cpu_count() or 1, 8)
+    """Render ``n`` subjects with every modality that renders the phantom, then the manifests.
+
+    The copy of the graph beside the manifests is the cohort's mark of completion: it is removed
+    first and written last, so a folder holding it holds every manifest (``prepare_run`` trusts a
+    cohort whose graph is there), and a cohort cut short is made again, not used."""
+    workers = workers or min(usable_cores(), 8)
     if n < 5:
         raise DataError(f"--n {n}: the cohort needs at least 5 subjects (a test fifth and one per pair)")
     start = time.perf_counter()
@@ -203,16 +225,20 @@ def generate_cohort(out: Path, n: int, seed: int, registry: ModalityRegistry, gr
     missing = [m for m in graph.modalities if m not in registry]
     if missing:
         raise DataError(f"{graph.source}: modalities {', '.join(missing)} are not installed")
+    graph_copy = out / Path(graph.source).name if Path(graph.source).is_file() else None
+    if graph_copy is not None and graph_copy.resolve() != Path(graph.source).resolve():
+        graph_copy.unlink(missing_ok=True)  # not complete until it is written again, last
     renderers = [registry[m] for m in sorted(graph.modalities)]
     records = _render_all(n, seed, renderers, out, workers)
     rendered = sorted({m for r in records for m in r.files})
     absent = sorted(set(graph.modalities) - set(rendered))
     if absent:
         raise DataError(f"modalities {', '.join(absent)} do not render the phantom (no medm2g_phantom_render)")
-    if Path(graph.source).is_file():  # the graph beside its manifests, so its dataset paths resolve
-        shutil.copyfile(graph.source, out / Path(graph.source).name)
     counts = write_manifests(out, graph, records)
     from medm2g.core.phantom.overview import draw_overview
 
     draw_overview(out, records, registry, out / "overview.png", overview_subjects)
+    if graph_copy is not None and graph_copy.resolve() != Path(graph.source).resolve():
+        # the graph beside its manifests, so its dataset paths resolve; last: the mark of completion
+        _replace_atomically(graph_copy, lambda temporary: shutil.copyfile(graph.source, temporary))
     return CohortSummary(out, n, tuple(rendered), counts, time.perf_counter() - start)

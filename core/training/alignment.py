@@ -29,7 +29,7 @@ from torch import nn
 from medm2g.core.config.run_config import AlignmentConfig, RunConfig
 from medm2g.core.data.manifest import Manifest, read_manifest, validate_manifest
 from medm2g.core.errors import DataError
-from medm2g.core.graph.engine import Stage, StageKind, TrainingPlan
+from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan
 from medm2g.core.io.checkpoints import read_json
 from medm2g.core.metrics.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
 from medm2g.core.models.losses import LearnableTemperature, symmetric_info_nce, visual_invariant_loss
@@ -41,9 +41,10 @@ from medm2g.core.training.encoders import (
     resolve_device,
     save_prompt_encoder,
 )
-from medm2g.core.training.engine import Engine
+from medm2g.core.training.groups import trained_parameters
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import StageResult, complete_stage, run_steps, stage_record
+from medm2g.core.training.run import Run
 from medm2g.core.training.shards import Shard
 from medm2g.registry import ModalityRegistry
 
@@ -110,13 +111,13 @@ def _validation_recall(graph, stage: Stage, encoders, registry, device) -> dict 
             f"{b}->{a} R@1": recall_at_k(z_b, z_a, (1,))[1], "chance R@1": 1 / len(items)}
 
 
-def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn.Module], registry: ModalityRegistry,
-                        config: RunConfig, layout: RunLayout, engine: Engine) -> dict:
+def run_alignment_stage(run: Run, stage: Stage, encoders: dict[str, nn.Module]) -> dict:
     """Train one alignment stage from where it stopped; returns its record.
 
     On several processes the embeddings are gathered before the losses, so InfoNCE's negatives
     and Barlow Twins' batch statistics span the whole step's batch, as on one process; what
     stays per process is BatchNorm's statistics and dropout masks inside the encoders."""
+    plan, registry, config, layout, engine = run.plan, run.registry, run.config, run.layout, run.engine
     settings, device = config.alignment, engine.device
     trained = [group.modality for group in stage.trains]
     for modality in stage.modalities:
@@ -131,7 +132,8 @@ def run_alignment_stage(plan: TrainingPlan, stage: Stage, encoders: dict[str, nn
     temperature = LearnableTemperature(settings.temperature).to(device).requires_grad_(settings.learn_temperature)
     augmentations = {m: registry[m].augmentation() for m in stage.visual_invariant}
     compute = AlignmentStep(stage, encoders, augmentations, temperature, settings)
-    parameters = [p for m in trained for p in encoders[m].parameters()]
+    parameters = trained_parameters(stage, {ParamGroup(m, Part.PROMPT_ENCODER): encoders[m].parameters()
+                                            for m in stage.modalities})
     if settings.learn_temperature:
         parameters += list(temperature.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -178,11 +180,9 @@ def evaluate_alignment(plan: TrainingPlan, registry: ModalityRegistry, config: R
     return rows
 
 
-def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
-          engine: Engine | None = None) -> list[StageResult]:
-    """Run (or resume) every alignment stage of ``plan``; aligned encoders land in ``RUN/encoders``."""
-    layout = RunLayout(run_dir)
-    engine = engine or Engine(config.acceleration, resolve_device(config.device))
+def align(run: Run) -> list[StageResult]:
+    """Run (or resume) every alignment stage of the run's plan; aligned encoders land in ``RUN/encoders``."""
+    plan, registry, config, layout = run.plan, run.registry, run.config, run.layout
     stages = plan.stages_of(StageKind.ALIGNMENT)
     encoders = {m: build_prompt_encoder(registry, m, config) for m in plan.aligned}
     results = []
@@ -192,9 +192,9 @@ def align(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
             trained = [group.modality for group in stage.trains]
             encoders.update(load_prompt_encoders(registry, trained, config, layout))
             results.append(StageResult(stage, read_json(record_path), skipped=True))
-            logger.info("%s: already complete in %s", stage.title, run_dir)
+            logger.info("%s: already complete in %s", stage.title, layout.root)
             continue
         logger.info("stage %d/%d: %s on %s", stage.index, len(stages), stage.title, ", ".join(stage.datasets))
-        record = run_alignment_stage(plan, stage, encoders, registry, config, layout, engine)
+        record = run_alignment_stage(run, stage, encoders)
         results.append(StageResult(stage, record, skipped=False))
     return results

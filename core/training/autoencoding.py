@@ -17,14 +17,15 @@ from torch import nn
 
 from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph.engine import Stage, TrainingPlan
+from medm2g.core.graph.engine import ParamGroup, Part, Stage
 from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
-from medm2g.core.training.engine import Engine
+from medm2g.core.training.groups import trained_parameters
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
+from medm2g.core.training.run import Run
 from medm2g.core.training.shards import Shard
 from medm2g.registry import ModalityKind, ModalityRegistry
 
@@ -50,10 +51,10 @@ def calibrate_scale(vae: nn.Module, data, batch_size: int, samples: int, modalit
     return 1.0 / max(std, 1e-6)
 
 
-def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                  layout: RunLayout, engine: Engine) -> dict:
+def run_vae_stage(run: Run, stage: Stage) -> dict:
     """Train (or resume) the VAE of ``stage.modalities[0]``; returns its record. The VAE's own loss
     draws its posterior samples batch-wise, from one generator per micro-batch."""
+    plan, registry, config, layout, engine = run.plan, run.registry, run.config, run.layout, run.engine
     (modality,) = stage.modalities
     settings, device = config.vae, engine.device
     vae = build_vae(registry, modality, config).to(device).train()
@@ -63,7 +64,8 @@ def run_vae_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     kl_weight = settings.text_kl_weight if is_text else settings.image_kl_weight
     steps = settings.text_steps if is_text else settings.steps
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    parameters = trained_parameters(stage, {ParamGroup(modality, Part.VAE): vae.parameters()})
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
     def step_loss(shard: Shard):
         batch = make_batch(data, shard.indices)

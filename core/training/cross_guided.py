@@ -29,19 +29,21 @@ from medm2g.core.diffusion.cross_guidance import (
     ContextEncoder,
     GuidanceAttention,
     attach_cross_guidance,
+    denoiser_parameter_groups,
 )
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph.engine import Part, Stage, TrainingPlan
+from medm2g.core.graph.engine import ParamGroup, Part, Stage
 from medm2g.core.io.checkpoints import load_tensors, save_tensors
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
-from medm2g.core.training.engine import Engine
+from medm2g.core.training.groups import trained_parameters
 from medm2g.core.training.latent_diffusion import frozen_encodings, load_denoiser
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
+from medm2g.core.training.run import Run
 from medm2g.core.training.shards import Batching, Shard
 from medm2g.registry import ModalityRegistry
 
@@ -146,12 +148,12 @@ class Round:
         return {m: self.sides[m].trainable_parts() for m in self.trained_sides}
 
 
-def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                layout: RunLayout, engine: Engine) -> Round:
+def build_round(run: Run, stage: Stage) -> Round:
     """Frozen means free: everything the round does not train is loaded frozen (no grad, so no
     ``.grad`` after a step; stored in the mixed precision when the run has one) and stays out of
     the optimizer, whose state is sized to the trained groups alone; a side with nothing to train
     costs no backward pass."""
+    plan, registry, config, layout, engine = run.plan, run.registry, run.config, run.layout, run.engine
     pair, device = stage.modalities, engine.device
     trained_groups = {(g.modality, g.part) for g in stage.trains}
     trained_sides = [m for m in pair if any((m, part) in trained_groups for part in Part)]
@@ -160,15 +162,12 @@ def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, co
         configure_attention(side.denoiser, config.attention, device)
     vaes = {m: load_vae(registry, m, config, layout).to(device).requires_grad_(False) for m in pair}
     encoders = {m: e.to(device).requires_grad_(False) for m, e in load_prompt_encoders(registry, pair, config, layout).items()}
-    for side in sides.values():
-        side.requires_grad_(False)
-    parameters = []
-    for modality in trained_sides:
-        for part, group in sides[modality].groups().items():
-            if (modality, part) in trained_groups:
-                for parameter in group:
-                    parameter.requires_grad_(True)
-                parameters += group
+    groups = {ParamGroup(m, part): parameters for m in pair for part, parameters in sides[m].groups().items()}
+    for m in pair:  # the denoiser around theta_c: its backbone and condition attention (theta_c is above)
+        for part, parameters in denoiser_parameter_groups(sides[m].denoiser).items():
+            if Part(part) is not Part.CROSS_GUIDANCE:
+                groups[ParamGroup(m, Part(part))] = parameters
+    parameters = trained_parameters(stage, groups)
     engine.cast_frozen(*sides.values(), *vaes.values(), *encoders.values())
     engine.checkpoint_gradients(*(side.denoiser for side in sides.values()))
     data = paired_records(plan.graph, stage.datasets, pair, registry, split="train")
@@ -206,10 +205,10 @@ def build_round(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, co
     return Round(stage, sides, trained_sides, optimizer, len(data), step_loss, vaes, encoders, data, batching)
 
 
-def run_round_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                    layout: RunLayout, engine: Engine) -> dict:
+def run_round_stage(run: Run, stage: Stage) -> dict:
     """Train (or resume) one multi-flow round; saves the cross-guided parts of the sides it trains."""
-    round_ = build_round(plan, stage, registry, config, layout, engine)
+    config, layout, engine = run.config, run.layout, run.engine
+    round_ = build_round(run, stage)
     history, seconds = run_steps(stage, layout, round_.stateful(), round_.optimizer, round_.step_loss,
                                  config.cross_guidance.steps, config.cross_guidance.checkpoint_every, config.seed,
                                  round_.batching, engine, config.cross_guidance.warmup_steps, max_grad_norm=1.0)

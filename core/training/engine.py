@@ -206,6 +206,16 @@ class Engine:
         loss = totals.pop("loss")
         return loss, totals
 
+    def share_buffers(self, modules) -> None:
+        """Give every process the main process's buffers (BatchNorm's running statistics): each process
+        updates them from its own part of the batch, and DDP copies them only before a forward, so after
+        a stage's last step the processes would disagree about the model the main process saves."""
+        if self.processes < 2:
+            return
+        for module in modules:
+            for buffer in module.buffers():
+                torch.distributed.broadcast(buffer.data, src=0)
+
     def release(self) -> None:
         """Forget a finished stage's prepared modules and optimizer, so their memory can go."""
         self.accelerator.free_memory()

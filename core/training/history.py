@@ -1,34 +1,89 @@
 """Per-step training logs as JSON lines, and their curves as a picture.
 
-The log is appended as training goes; a resumed stage first drops lines past
-the step it resumes from, so the log of an interrupted run equals that of an
-uninterrupted one.
+The log is appended as training goes, never rewritten in place; a resumed stage first drops
+lines past the step it resumes from (replacing the file atomically), so the log of an
+interrupted run equals that of an uninterrupted one. A run killed in the middle of an append
+leaves a torn last line without its newline: reading ignores it and the next append cuts it off.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from medm2g.core.errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
 
 def append_history(path: Path, rows: Iterable[Mapping[str, float]]) -> None:
+    """Append ``rows``, one JSON line each, in one write. A torn last line left by a killed process
+    (no newline at its end) is cut off first, so it never runs into the rows appended after it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(dict(row)) + "\n")
+    text = "".join(json.dumps(dict(row)) + "\n" for row in rows)
+    with path.open("ab") as handle:
+        end = handle.seek(0, os.SEEK_END)
+        if end:
+            complete = _complete_length(path, end)
+            if complete < end:
+                handle.truncate(complete)
+        handle.write(text.encode("utf-8"))
+
+
+def _complete_length(path: Path, size: int) -> int:
+    """The length of ``path``'s whole lines: up to and including its last newline."""
+    with path.open("rb") as handle:
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return size
+        position = size
+        while position > 0:
+            start = max(0, position - 65536)
+            handle.seek(start)
+            newline = handle.read(position - start).rfind(b"\n")
+            if newline >= 0:
+                return start + newline + 1
+            position = start
+        return 0
 
 
 def read_history(path: Path) -> list[dict]:
+    """Every row of the log. A last line without its newline is one a killed process was writing
+    when it died: ignored (a resumed stage truncates to its checkpoint's step and rewrites it)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop()  # "" when the file ends with a newline
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}: line {number} is not a JSON row ({error.msg}); "
+                                  f"the training log is damaged") from None
+    if torn.strip():
+        logger.info("%s: ignoring a torn last line (%d characters), left by a process that was stopped while "
+                    "writing it", path, len(torn))
+    return rows
 
 
 def truncate_history(path: Path, last_step: int) -> None:
-    """Keep rows with ``step < last_step`` (steps already covered by the resumed state)."""
+    """Keep rows with ``step < last_step`` (steps already covered by the resumed state); the file is
+    replaced atomically (a kill leaves the old log or the new one, never half of it)."""
     rows = [row for row in read_history(path) if row["step"] < last_step]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        temporary.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def draw_curves(rows: list[dict], path: Path, title: str, keys: Iterable[str] | None = None) -> Path:

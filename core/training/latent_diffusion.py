@@ -20,18 +20,21 @@ from torch import nn
 from medm2g.core.config.run_config import RunConfig
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
+from medm2g.core.diffusion.cross_guidance import denoiser_parameter_groups
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph.engine import Stage, TrainingPlan
+from medm2g.core.graph.engine import ParamGroup, Part, Stage
 from medm2g.core.io.checkpoints import load_module, save_module
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
 from medm2g.core.training.engine import Engine
+from medm2g.core.training.groups import trained_parameters
 from medm2g.core.training.latent_cache import CachedRecords, LatentCache, cacheable, warm
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
+from medm2g.core.training.run import Run
 from medm2g.core.training.shards import Shard
 from medm2g.registry import ModalityKind, ModalityRegistry
 
@@ -99,9 +102,9 @@ def frozen_encodings(config: RunConfig, layout: RunLayout, modality: str, vae: n
     return FrozenEncodings(modality, vae, encoder, data, cached)
 
 
-def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                  layout: RunLayout, engine: Engine) -> dict:
+def run_ldm_stage(run: Run, stage: Stage) -> dict:
     """Train (or resume) the denoiser of ``stage.modalities[0]``; returns its record."""
+    plan, registry, config, layout, engine = run.plan, run.registry, run.config, run.layout, run.engine
     (modality,) = stage.modalities
     settings, device = config.ldm, engine.device
     vae = load_vae(registry, modality, config, layout).to(device)
@@ -115,7 +118,9 @@ def run_ldm_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, 
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
     learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
     steps = settings.text_steps if is_text else settings.steps
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
+    groups = {ParamGroup(modality, Part(part)): parameters for part, parameters in denoiser_parameter_groups(denoiser).items()}
+    parameters = trained_parameters(stage, {**groups, ParamGroup(modality, Part.VAE): vae.parameters()})
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=settings.weight_decay)
     compute = LatentDiffusionStep(frozen_encodings(config, layout, modality, vae, encoder, data, engine), denoiser,
                                   training_scheduler(config.diffusion), config.diffusion.condition_dropout)
 

@@ -6,6 +6,15 @@ micro-batch); this module does what must not differ between stages: the step run
 seeded from (seed, stage, k), state is saved atomically every
 ``checkpoint_every`` steps, a stopped stage resumes from its last state with
 the log truncated to match, and a progress bar shows the stage, step, loss and speed.
+
+A step whose loss or gradients are not finite (a learning rate far too high, an fp16
+overflow) is not applied: the optimizer does not step on it. By default the stage then stops
+with a :class:`DivergenceError` naming it and the step; its last checkpoint (written before
+the divergence, so finite) stays, no later stage runs, and the same command resumes from
+that checkpoint once the config is fixed. Where the run config allows it
+(:func:`nonfinite_skips`), a stage skips up to that many such steps before it stops, as
+AMP's gradient scaler does. Under fp16's scaler, overflowing gradients are the scaler's to
+skip (it lowers its scale); the loss is still watched.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from typing import Callable, Mapping
 
 import attrs
@@ -20,6 +30,7 @@ import torch
 from torch import nn
 
 from medm2g.core.config.run_config import RunConfig, run_config_to_dict
+from medm2g.core.errors import DivergenceError
 from medm2g.core.graph.engine import Stage
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.progress import progress
@@ -48,6 +59,45 @@ def step_seed(seed: int, stage: Stage, step: int) -> int:
     return seed * 1_000_003 + stage.index * 10_007 + step
 
 
+def nonfinite_skips(engine: Engine) -> int:
+    """How many steps with a non-finite loss or gradients a stage may skip before it stops:
+    ``acceleration.skip_nonfinite_steps`` where the run config has that field, else 0 (stop at
+    the first)."""
+    return int(getattr(engine.settings, "skip_nonfinite_steps", 0))
+
+
+class FiniteStep:
+    """The prepared optimizer as :meth:`Engine.step` sees it: ``step()`` applies the update only when
+    every gradient is finite (``checks_gradients``; off under a gradient scaler, which skips
+    overflowing steps itself) and records whether it did."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, parameters: list[nn.Parameter], checks_gradients: bool):
+        self.optimizer, self.parameters, self.checks_gradients = optimizer, parameters, checks_gradients
+        self.finite_gradients = True
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name: str):
+        return getattr(self.optimizer, name)
+
+    def step(self) -> None:
+        gradients = [p.grad for p in self.parameters if p.grad is not None]
+        self.finite_gradients = not (self.checks_gradients and gradients) or bool(
+            torch.stack([torch.isfinite(g).all() for g in gradients]).all())
+        if self.finite_gradients:
+            self.optimizer.step()
+
+
+def _divergence(stage: Stage, step: int, steps: int, loss: float, checkpoint: int, state_path) -> DivergenceError:
+    problem = f"loss is {loss}" if not math.isfinite(loss) else f"gradients are not finite (loss {loss:.4g})"
+    kept = (f"its last checkpoint (step {checkpoint}) is kept in {state_path}" if checkpoint
+            else "it had no checkpoint yet and will start again from its first step")
+    return DivergenceError(
+        f"stage {stage.index} ({stage.title}) diverged: {problem} at step {step + 1} of {steps}; {kept}; "
+        f"lower its learning rate (or raise its warm-up) and run the same command to resume")
+
+
 def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
               step_loss: StepLoss, steps: int, checkpoint_every: int, seed: int, batching: Batching, engine: Engine,
               warmup_steps: int = 0, max_grad_norm: float | None = None) -> tuple[list[dict], float]:
@@ -57,7 +107,8 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
     ``stateful`` holds the trained modules: accelerate wraps them with ``step_loss`` for the
     launched processes, and they (with the optimizer, the schedule and the EMA) are what a
     checkpoint saves. With ``acceleration.ema_decay`` the trained parameters hold their EMA
-    when this returns."""
+    when this returns. A non-finite loss or gradient raises :class:`DivergenceError` (see the
+    module's docstring)."""
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: warmup_cosine(k, steps, warmup_steps))
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     ema = ParameterEMA(parameters, engine.settings.ema_decay) if engine.settings.ema_decay > 0 else None
@@ -75,20 +126,35 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
     elif history_path.exists() and engine.is_main:
         history_path.unlink()
 
+    guarded = FiniteStep(prepared, parameters, checks_gradients=engine.accelerator.scaler is None)
+    allowed, skipped, checkpoint = nonfinite_skips(engine), 0, start
     pending: list[dict] = []
     started = time.perf_counter()
     bar = progress(range(start, steps), desc=f"stage {stage.index} {stage.title}", unit="step", total=steps - start)
     for step in bar:
         seed_value = step_seed(seed, stage, step)
         torch.manual_seed((seed_value + 7_777_777 * engine.process) % 2**63)  # dropout: its own masks per process
-        loss, logs = engine.step(model, prepared, parameters, engine.shards(batching, step, seed_value), max_grad_norm)
-        schedule.step()
-        if ema is not None:
+        loss, logs = engine.step(model, guarded, parameters, engine.shards(batching, step, seed_value), max_grad_norm)
+        finite = math.isfinite(loss) and guarded.finite_gradients
+        with warnings.catch_warnings():  # a skipped first step: the schedule still counts it, on purpose
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            schedule.step()
+        if not finite:
+            skipped += 1
+            if skipped > allowed:
+                if engine.is_main and pending:
+                    append_history(history_path, pending)  # the climb before it, for the curves
+                engine.release()
+                raise _divergence(stage, step, steps, loss, checkpoint, state_path)
+            logger.warning("%s: step %d skipped: %s (%d of %d skips allowed)", stage.title, step + 1,
+                           f"loss {loss}" if not math.isfinite(loss) else "non-finite gradients", skipped, allowed)
+        if ema is not None and finite:
             ema.update()
-        pending.append({"step": step, "loss": loss, **logs, "lr": schedule.get_last_lr()[0],
-                        "seconds": time.perf_counter() - started})
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss:.4f}")
+        if finite:
+            pending.append({"step": step, "loss": loss, **logs, "lr": schedule.get_last_lr()[0],
+                            "seconds": time.perf_counter() - started})
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss:.4f}")
         done = step + 1
         if done % checkpoint_every == 0 or done == steps:
             if engine.is_main:
@@ -97,10 +163,12 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
                     scaler = engine.accelerator.scaler
                     save_training_state(state_path, saved, optimizer, done, scheduler=schedule,
                                         extra={"grad_scaler": scaler.state_dict()} if scaler is not None else None)
+            checkpoint = done
             pending = []
             logger.info("%s: step %d/%d loss %.4f", stage.title, done, steps, loss)
     if ema is not None:
         ema.copy_to_parameters()
+    engine.share_buffers(stateful.values())
     engine.release()
     history = read_history(history_path) if engine.is_main else []
     if history:

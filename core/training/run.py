@@ -1,4 +1,9 @@
-"""Starting or resuming a run folder: its data, its config and its plan.
+"""Starting or resuming a run folder: its data, its config and its plan, held in one :class:`Run`.
+
+:func:`open_run` is the one way a run is prepared (``medm2g train``/``align``, the demo and
+the ablation all call it): the run's modalities (the config's grids applied), the graph
+read and checked, the config bound to the folder, the default data provided and the plan
+written, by the main process first. Every stage then takes the :class:`Run` and its stage.
 
 A run folder is bound to the config it started with: resuming with a different
 config would silently mix two experiments, so that is an error naming the fields
@@ -11,22 +16,32 @@ import json
 import logging
 from pathlib import Path
 
+import attrs
 import yaml
 
 from medm2g.core.config.run_config import RunConfig, run_config_to_dict, structure_run_config
 from medm2g.core.errors import CheckpointError, ConfigError
 from medm2g.core.graph.engine import TrainingPlan, build_plan
-from medm2g.core.graph.pair_graph import PairGraph, load_pair_graph
-from medm2g.core.graph.plan_text import plan_to_dict
-from medm2g.core.graph.shipped import shipped_graphs_dir
+from medm2g.core.graph.pair_graph import PairGraph, load_pair_graph, validate_pair_graph
+from medm2g.core.graph.plan_text import plan_from_dict, plan_to_dict
+from medm2g.core.graph.shipped import resolve_graph_path, shipped_graphs_dir
+from medm2g.core.io.checkpoints import write_text_atomically
+from medm2g.core.training.encoders import resolve_device
+from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
-from medm2g.registry import ModalityRegistry
+from medm2g.registry import ModalityRegistry, load_modalities
 
 logger = logging.getLogger("medm2g")
 
 RESUMABLE_DIFFERENCES = {  # where and how it runs: the maths is the same
     "device", "attention", "latent_cache",
     "acceleration.gradient_accumulation_steps", "acceleration.gradient_checkpointing",
+}
+
+DIVERGENCE_FIXES = {  # what a diverged stage is resumed with: the config.yaml is then rewritten
+    "alignment.learning_rate", "alignment.warmup_steps", "vae.learning_rate", "vae.warmup_steps",
+    "ldm.image_learning_rate", "ldm.text_learning_rate", "ldm.warmup_steps",
+    "cross_guidance.learning_rate", "cross_guidance.warmup_steps", "acceleration.skip_nonfinite_steps",
 }
 
 
@@ -46,15 +61,21 @@ def bind_config(layout: RunLayout, config: RunConfig) -> None:
     if layout.config.is_file():
         started = structure_run_config(yaml.safe_load(layout.config.read_text(encoding="utf-8")), str(layout.config))
         before, now = _flatten(run_config_to_dict(started)), _flatten(wanted)
-        changed = sorted(k for k in before.keys() | now.keys()
-                         if before.get(k) != now.get(k) and k not in RESUMABLE_DIFFERENCES)
+        differing = {k for k in before.keys() | now.keys() if before.get(k) != now.get(k)}
+        changed = sorted(differing - RESUMABLE_DIFFERENCES - DIVERGENCE_FIXES)
         if changed:
             shown = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
             raise ConfigError(f"{layout.root}: this run was started with another config ({shown}); "
                               f"resume it with the same settings or train into a new --out folder")
+        fixes = sorted(differing & DIVERGENCE_FIXES)
+        if not fixes:
+            return
+        logger.warning("%s: resuming with %s changed (a diverged stage's fix); config.yaml now says so",
+                       layout.root, ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in fixes))
+        write_text_atomically(layout.config, yaml.safe_dump(wanted, sort_keys=False))
         return
     layout.root.mkdir(parents=True, exist_ok=True)
-    layout.config.write_text(yaml.safe_dump(wanted, sort_keys=False), encoding="utf-8")
+    write_text_atomically(layout.config, yaml.safe_dump(wanted, sort_keys=False))
 
 
 def is_shipped_graph(graph: PairGraph) -> bool:
@@ -91,10 +112,12 @@ def prepare_run(graph: PairGraph, registry: ModalityRegistry, config: RunConfig,
     layout = RunLayout(run_dir)
     bind_config(layout, config)
     graph = with_default_data(graph, layout, registry, config.seed, config.phantom_subjects)
+    if graph.source != "<memory>":  # eval and generate may run from another directory
+        graph = attrs.evolve(graph, source=str(Path(graph.source).resolve()))
     plan = plan_for(graph, registry)
     text = json.dumps(plan_to_dict(plan), indent=2) + "\n"
     if not layout.plan_json.is_file() or layout.plan_json.read_text(encoding="utf-8") != text:
-        layout.plan_json.write_text(text, encoding="utf-8")  # unchanged: not written (processes after the main one)
+        write_text_atomically(layout.plan_json, text)  # unchanged: not written (processes after the main one)
     if not layout.plan_picture.is_file():
         from medm2g.core.graph.plan_drawing import draw_plan
 
@@ -103,15 +126,63 @@ def prepare_run(graph: PairGraph, registry: ModalityRegistry, config: RunConfig,
 
 
 def load_run_plan(layout: RunLayout, registry: ModalityRegistry) -> TrainingPlan:
-    """The plan a run folder was trained on, rebuilt from the graph its ``plan.json`` names."""
+    """The plan a run folder was trained on, read back in full from its ``plan.json`` (never rebuilt
+    from a graph file, which may have moved or changed since); its modalities must be installed."""
     if not layout.plan_json.is_file():
         raise CheckpointError(f"{layout.plan_json}: not found; {layout.root} has no plan "
                               f"(make one with `medm2g train GRAPH --out {layout.root}`)")
-    source = json.loads(layout.plan_json.read_text(encoding="utf-8"))["source"]
-    return plan_for(load_pair_graph(source, installed=registry), registry)
+    try:
+        data = json.loads(layout.plan_json.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{layout.plan_json}: unreadable ({error})") from None
+    plan = plan_from_dict(data, str(layout.plan_json))
+    validate_pair_graph(plan.graph, registry)
+    return plan
 
 
 def plan_for(graph: PairGraph, registry: ModalityRegistry) -> TrainingPlan:
-    """The graph's plan, with the visual invariant on the modalities whose plugins say they are imaging."""
-    return build_plan(graph, imaging={name for name in graph.modalities if registry[name].spec.kind.is_imaging})
+    """The graph's plan, with the visual invariant on the modalities whose plugins say they are imaging,
+    and each translation edge planned as the stage kind its installed backend trains."""
+    edge_stages = {name: backend.edge_stage_kind for name, backend in registry.backends.items()
+                   if backend.edge_stage_kind} if registry.backends else None
+    return build_plan(graph, imaging={name for name in graph.modalities if registry[name].spec.kind.is_imaging},
+                      edge_stages=edge_stages)
 
+
+
+@attrs.frozen(eq=False)
+class Run:
+    """One run and everything its stages share: the config, the modalities as this run sees them
+    (its grids applied), the plan, the run folder's layout and this process's training engine."""
+
+    config: RunConfig
+    registry: ModalityRegistry
+    plan: TrainingPlan
+    layout: RunLayout
+    engine: Engine
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @classmethod
+    def for_plan(cls, plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path | str,
+                 engine: Engine | None = None) -> "Run":
+        """A Run around a plan already prepared in ``run_dir`` (tests and benchmarks that build
+        their own plan); commands prepare theirs with :func:`open_run`."""
+        engine = engine or Engine(config.acceleration, resolve_device(config.device))
+        return cls(config, registry, plan, RunLayout(run_dir), engine)
+
+
+def open_run(graph: PairGraph | Path | str, out: Path | str, config: RunConfig, *,
+             registry: ModalityRegistry | None = None, engine: Engine | None = None) -> Run:
+    """Start or resume the run folder ``out`` of ``graph`` (a path, or the name of a shipped graph)
+    with ``config``: the main process binds the config and writes the plan and any phantom cohort
+    first, the other processes of an ``accelerate launch`` then read them."""
+    engine = engine or Engine(config.acceleration, resolve_device(config.device))
+    modalities = config.modalities(registry if registry is not None else load_modalities())
+    with engine.main_first():
+        if not isinstance(graph, PairGraph):
+            graph = load_pair_graph(resolve_graph_path(str(graph)), installed=modalities)
+        plan = prepare_run(graph, modalities, config, Path(out))
+    return Run(config, modalities, plan, RunLayout(out), engine)

@@ -9,27 +9,24 @@ folder is complete and skipped; one with a saved state resumes at its step.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Callable, Collection
 
 import torch
 
-from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import PluginError
-from medm2g.core.graph.engine import StageKind, TrainingPlan
+from medm2g.core.graph.engine import StageKind
 from medm2g.core.io.checkpoints import read_json
 from medm2g.core.training.alignment import align
-from medm2g.core.training.encoders import resolve_device
-from medm2g.core.training.engine import Engine
-from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import StageResult
+from medm2g.core.training.run import Run
 from medm2g.registry import ModalityRegistry
 
 logger = logging.getLogger("medm2g.train")
 
+
 def stage_runners(registry: ModalityRegistry) -> dict[str, Callable]:
     """How each stage kind trains, from the installed backends' records (``medm2g_backends``);
-    every runner takes (plan, stage, registry, config, layout, engine) and returns the stage's record."""
+    every runner takes (run, stage) and returns the stage's record."""
     runners: dict[str, Callable] = {}
     for backend in registry.backends.values():
         runners.update(backend.stage_runners)
@@ -44,18 +41,16 @@ def _runner(runners: dict[str, Callable], stage, registry: ModalityRegistry) -> 
                           f"stages (installed backends: {', '.join(registry.backends) or 'none'})") from None
 
 
-def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run_dir: Path,
-          kinds: Collection[StageKind] = tuple(StageKind), engine: Engine | None = None) -> list[StageResult]:
-    """Run (or resume) the plan's stages of ``kinds`` (default: all) into ``run_dir``, in plan order,
-    on this process's part of an ``accelerate launch`` (or alone).
+def train(run: Run, kinds: Collection[StageKind] | None = None) -> list[StageResult]:
+    """Run (or resume) the plan's stages of ``kinds`` (default: every stage, other backends' too), in plan order, on this process's
+    part of an ``accelerate launch`` (or alone).
     Stopping before the rounds (``kinds`` without CROSS_GUIDED) leaves a run that generates from its
     single-modality LDMs alone: the paper's ablation without latent cross-guided generation."""
-    layout = RunLayout(run_dir)
-    engine = engine or Engine(config.acceleration, resolve_device(config.device))
+    plan, registry, layout = run.plan, run.registry, run.layout
     runners = stage_runners(registry)
-    results = align(plan, registry, config, run_dir, engine) if StageKind.ALIGNMENT in kinds else []
+    results = align(run) if kinds is None or StageKind.ALIGNMENT in kinds else []
     for stage in plan.stages:
-        if stage.kind is StageKind.ALIGNMENT or stage.kind not in kinds:
+        if stage.kind is StageKind.ALIGNMENT or (kinds is not None and stage.kind not in kinds):
             continue
         record_path = layout.stage_record(stage)
         if record_path.is_file():
@@ -63,6 +58,6 @@ def train(plan: TrainingPlan, registry: ModalityRegistry, config: RunConfig, run
             continue
         logger.info("stage %d/%d: %s", stage.index, len(plan.stages), stage.title)
         with torch.random.fork_rng(devices=[]):
-            record = _runner(runners, stage, registry)(plan, stage, registry, config, layout, engine)
+            record = _runner(runners, stage, registry)(run, stage)
         results.append(StageResult(stage, record, skipped=False))
     return results

@@ -21,6 +21,7 @@ SPEC = ModalitySpec(
     channels=1,
     image_size=(64, 64),
     latent_shape=(4, 16, 16),
+    size_grids={"paper": {"image_size": (256, 256), "latent_shape": (4, 64, 64)}},  # the paper's (section 4)
     intensity=IntensityConvention(
         unit="HU", window=(-1000, 1000), description="air -1000 HU, water 0 HU",
         display_window=(-20, 100),  # a brain window (level 40, width 120): grey/white matter and lesions

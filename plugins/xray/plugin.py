@@ -19,6 +19,7 @@ SPEC = ModalitySpec(
     channels=1,
     image_size=(64, 64),
     latent_shape=(4, 16, 16),
+    size_grids={"paper": {"image_size": (256, 256), "latent_shape": (4, 64, 64)}},  # the paper's (section 4)
     intensity=IntensityConvention(
         unit="detector value", window=(0.5, 99.5), per_sample=True, description="percentile window of each image"
     ),

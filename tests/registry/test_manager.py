@@ -2,6 +2,7 @@
 
 import types
 
+import attrs
 import pytest
 
 from medm2g.core.errors import PluginError
@@ -125,3 +126,122 @@ def test_an_entry_point_that_fails_to_import_is_named(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [BrokenEntryPoint()])
     with pytest.raises(PluginError, match="'broken' .*'medm2g_broken.plugin' failed to import: ImportError"):
         load_modalities()
+
+
+class WrapsEveryVAE:
+    """A plugin that provides no modality: a new-style wrapper (``wrapper=True``) around every
+    modality's VAE hook, changing the result, and an old-style one (``hookwrapper=True``) around
+    ``medm2g_read``, observing which modality answered."""
+
+    def __init__(self):
+        self.reads = []
+
+    @hookimpl(wrapper=True)
+    def medm2g_vae(self, spec, size):
+        vae = yield
+        return ("wrapped", vae)
+
+    @hookimpl(hookwrapper=True)
+    def medm2g_read(self, spec, path):
+        outcome = yield
+        self.reads.append((spec.name, outcome.get_result()))
+
+
+def test_hook_wrappers_of_another_plugin_wrap_each_modalitys_call():
+    wrapper = WrapsEveryVAE()
+    registry = load_modalities([make_plugin("pet"), make_plugin("spect", module_name="toy_spect"), wrapper],
+                               entry_points=False)
+    assert set(registry) == {"pet", "spect"}  # a wrapper of modality hooks provides no modality
+    assert registry["pet"].vae("tiny") == ("wrapped", ("vae", "pet"))
+    assert registry["spect"].vae("cpu") == ("wrapped", ("vae", "spect"))
+    assert registry["spect"].read("scan.npy") == ("read", "scan.npy")
+    assert wrapper.reads == [("spect", ("read", "scan.npy"))]
+    assert registry["pet"].unet("tiny", 48) == ("unet", 48)  # hooks nobody wraps answer as before
+
+
+def test_a_wrapper_of_the_spec_hook_changes_the_spec_before_it_is_validated():
+    class Renames:
+        @hookimpl(wrapper=True)
+        def medm2g_modality_spec(self):
+            spec = yield
+            return attrs.evolve(spec, description=f"{spec.description} (wrapped)")
+
+    class BreaksTheName:
+        @hookimpl(wrapper=True)
+        def medm2g_modality_spec(self):
+            spec = yield
+            return attrs.evolve(spec, name="PET")
+
+    registry = load_modalities([make_plugin("pet"), Renames()], entry_points=False)
+    assert registry["pet"].spec.description == "toy (wrapped)"
+    with pytest.raises(PluginError, match="lowercase identifier"):
+        load_modalities([make_plugin("pet"), BreaksTheName()], entry_points=False)
+
+
+def test_the_built_in_modalities_are_called_through_the_plugin_manager(installed):
+    """The built-in imaging plugins are objects that do not hash (frozen attrs with a dict): they
+    still load, and a wrapper registered beside them wraps their hooks."""
+    wrapper = WrapsEveryVAE()
+    registry = load_modalities([wrapper])
+    assert set(registry) == set(installed)
+    wrapped, vae = registry["ct"].vae("tiny")
+    assert wrapped == "wrapped" and type(vae).__name__ == "ImageVAE"
+
+
+@attrs.frozen
+class UnhashablePlugin:
+    """A plugin object pluggy's sets cannot hold (attrs hashes its fields; a dict does not hash)."""
+
+    name: str
+    table: dict = attrs.field(factory=dict)
+
+    @hookimpl
+    def medm2g_modality_spec(self):
+        return ModalitySpec(name=self.name, kind="text", description="toy", latent_shape=(16, 1, 1))
+
+    @hookimpl
+    def medm2g_prompt_encoder(self, spec, size, embed_dim):
+        return ("encoder", spec.name, embed_dim)
+
+    @hookimpl
+    def medm2g_vae(self, spec, size):
+        return ("vae", spec.name)
+
+    @hookimpl
+    def medm2g_unet(self, spec, size, context_dim):
+        return ("unet", context_dim)
+
+    @hookimpl
+    def medm2g_read(self, spec, path):
+        return ("read", spec.name)
+
+    @hookimpl
+    def medm2g_write(self, spec, sample, path, provenance):
+        return path
+
+
+def test_an_unhashable_plugin_object_loads_and_is_called_through_pluggy():
+    with pytest.raises(TypeError):
+        hash(UnhashablePlugin("notes"))
+    wrapper = WrapsEveryVAE()
+    registry = load_modalities([UnhashablePlugin("notes"), UnhashablePlugin("memos"), wrapper], entry_points=False)
+    assert registry["notes"].prompt_encoder("tiny", 8) == ("encoder", "notes", 8)
+    assert registry["memos"].vae("tiny") == ("wrapped", ("vae", "memos"))
+    assert registry["memos"].source.plugin_name == "UnhashablePlugin"
+
+
+def test_two_backends_training_one_stage_kind_are_refused_naming_both():
+    from medm2g.registry import BackendSpec
+
+    class First:
+        @hookimpl
+        def medm2g_backends(self):
+            return [BackendSpec(name="first", description="", stage_runners={"fit": lambda run, stage: {}})]
+
+    class Second:
+        @hookimpl
+        def medm2g_backends(self):
+            return [BackendSpec(name="second", description="", stage_runners={"fit": lambda run, stage: {}})]
+
+    with pytest.raises(PluginError, match=r"backend 'second' trains stage kind 'fit', which backend 'first' already"):
+        load_modalities([First(), Second()], entry_points=False)

@@ -30,10 +30,9 @@ from medm2g.core.config.run_config import RunConfig, run_config_to_dict
 from medm2g.core.evaluation.run_eval import evaluate_run
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph.engine import StageKind, TrainingPlan
-from medm2g.core.graph.pair_graph import load_pair_graph
 from medm2g.core.io.checkpoints import read_json
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import prepare_run
+from medm2g.core.training.run import open_run
 from medm2g.core.training.trainer import train
 from medm2g.registry import ModalityRegistry
 
@@ -83,16 +82,15 @@ def run_ablation(graph_path: Path, registry: ModalityRegistry, base: RunConfig, 
         config = variant.config(base)
         layout = RunLayout(out / variant.name)
         logger.info("[%d/%d] encoders %s", number, len(ENCODER_VARIANTS), variant.name)
-        modalities = config.modalities(registry)
-        graph = load_pair_graph(graph_path, installed=modalities)
-        plan = prepare_run(graph, modalities, config, layout.root)
+        prepared = open_run(graph_path, layout.root, config, registry=registry)
+        plan = prepared.plan
         if first is None:
             first = layout
             graph_path = Path(plan.graph.source)  # the cohort the first variant generated, for all the others
         else:
             reuse_vaes(first, layout, plan)
         for cross_guided in (False, True):
-            train(plan, modalities, config, layout.root, kinds=set(StageKind) if cross_guided else BEFORE_ROUNDS)
+            train(prepared, kinds=set(StageKind) if cross_guided else BEFORE_ROUNDS)
             run = TrainedRun.open(layout.root, registry, device=config.device)
             # FID on one yardstick for every row: the full method's aligned encoders (each row's own
             # would measure with a different ruler, and an untrained one reads everything as alike)

@@ -17,12 +17,11 @@ from medm2g.core.apps.demo.showcase import write_showcase
 from medm2g.core.config.run_config import RunConfig, run_config_to_dict
 from medm2g.core.evaluation.run_eval import evaluate_run
 from medm2g.core.generation.trained_run import TrainedRun
-from medm2g.core.graph.pair_graph import load_pair_graph
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.metrics.retrieval import retrieval_to_dict
 from medm2g.core.training.history import draw_run_curves, read_history
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import prepare_run
+from medm2g.core.training.run import open_run
 from medm2g.core.training.trainer import train
 from medm2g.registry import ModalityRegistry
 
@@ -44,13 +43,13 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
 
     _phase(1, PHASES[0])
     clock = time.perf_counter()
-    modalities = config.modalities(registry)
-    plan = prepare_run(load_pair_graph(graph_path, installed=modalities), modalities, config, out)
+    prepared = open_run(graph_path, out, config, registry=registry)
+    plan = prepared.plan
     seconds["data and plan"] = time.perf_counter() - clock
 
     _phase(2, PHASES[1])
     clock = time.perf_counter()
-    results = train(plan, modalities, config, out)
+    results = train(prepared)
     seconds["training"] = time.perf_counter() - clock
     histories = {result.stage.title: read_history(layout.stage_history(result.stage)) for result in results}
     curves = draw_run_curves(histories, out / "curves.png")

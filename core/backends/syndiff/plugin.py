@@ -17,4 +17,5 @@ def medm2g_backends() -> list[BackendSpec]:
         description=EDGE_BACKENDS["syndiff"],
         stage_runners={StageKind.ADVERSARIAL_DIFFUSION.value: run_syndiff_stage},
         generator=SynDiffTranslator,
+        edge_stage_kind=StageKind.ADVERSARIAL_DIFFUSION.value,
     )]

@@ -20,15 +20,15 @@ from medm2g.core.backends.syndiff.training import train_syndiff
 from medm2g.core.backends.syndiff.unpaired import UnpairedBatches
 from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import CheckpointError, ConfigError
-from medm2g.core.graph.engine import Stage, TrainingPlan
+from medm2g.core.graph.engine import Stage
 from medm2g.core.graph.pair_graph import PairGraph
 from medm2g.core.io.checkpoints import load_module, save_module
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
-from medm2g.core.training.engine import Engine
 from medm2g.core.training.history import draw_curves
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, stage_record
+from medm2g.core.training.run import Run
 from medm2g.registry import ModalityRegistry
 
 
@@ -65,11 +65,11 @@ def save_syndiff(path: Path, model: SynDiff, source: str) -> Path:
                                      "size": str(model.diffusive[model.a].unet.config.sample_size)})
 
 
-def run_syndiff_stage(plan: TrainingPlan, stage: Stage, registry: ModalityRegistry, config: RunConfig,
-                      layout: RunLayout, engine: Engine) -> dict:
+def run_syndiff_stage(run: Run, stage: Stage) -> dict:
     """Train (or resume) the SynDiff of the stage's edge; returns its record. SynDiff's alternating
     critic and generator half-steps keep their own loop: it runs on the main process, the others
     wait for it."""
+    plan, registry, config, layout, engine = run.plan, run.registry, run.config, run.layout, run.engine
     a, b = stage.modalities
     edge = next(e for e in plan.translation_edges if (e.a, e.b) == (a, b))
     if not engine.is_main:

@@ -38,7 +38,7 @@ class SynDiffTranslator:
 
     def check(self, request: GenerationRequest) -> tuple[str, str]:
         """(source, target) of a request SynDiff can answer, or a :class:`ConfigError` saying why not."""
-        root, pairs = self.run.layout.root, self.run.translatable()
+        root, pairs = self.run.layout.root, self.run.translatable("syndiff")
         can = ", ".join(f"{s}->{t}" for s, t in pairs) or "nothing (no backend: syndiff pair was trained)"
         if request.joint or len(request.outputs) != 1:
             raise ConfigError(f"{root}: syndiff translates to one modality at a time (--to one modality, no --joint)")

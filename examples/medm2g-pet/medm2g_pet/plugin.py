@@ -17,6 +17,7 @@ SPEC = ModalitySpec(
     channels=1,
     image_size=(64, 64),
     latent_shape=(4, 16, 16),
+    size_grids={"paper": {"image_size": (256, 256), "latent_shape": (4, 64, 64)}},  # --size paper
     intensity=IntensityConvention(unit="SUV", window=(0, 10), description="SUV 0 (background) to 10 (avid lesion)"),
     file_suffixes=IMAGING_SUFFIXES,
     dicom_modalities=("PT",),

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import attrs
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import BertConfig, BertModel, PreTrainedTokenizerBase
 
@@ -22,6 +26,25 @@ class TextEncoderConfig:
     pretrained: str | None = None
 
 
+def load_pretrained_bert(folder: str) -> BertModel:
+    """A local Hugging Face BERT folder's model, from safetensors weights only: a pickle
+    (``pytorch_model.bin``) can run code when loaded, so medm2g never unpickles one; every way a
+    folder can fail to load is a one-line :class:`CheckpointError`."""
+    path = Path(folder)
+    pickles = sorted(p.name for p in path.glob("*.bin")) if path.is_dir() else []
+    if pickles and not any(path.glob("*.safetensors")):
+        raise CheckpointError(
+            f"{folder}: holds pickle weights only ({', '.join(pickles[:3])}); medm2g loads safetensors and never "
+            f"unpickles a file. Convert the folder where you trust it: BertModel.from_pretrained(DIR)"
+            f".save_pretrained(DIR) writes model.safetensors")
+    try:
+        return BertModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as error:
+        reason = " ".join(str(error).split())[:300]  # one line, and not a page of it
+        raise CheckpointError(f"{folder}: not a local Hugging Face BERT folder with safetensors weights: "
+                              f"{type(error).__name__}: {reason}") from None
+
+
 class TextPromptEncoder(nn.Module):
     """Maps a list of reports to (B, embed_dim) embeddings: masked mean of the last hidden states, projected."""
 
@@ -30,10 +53,7 @@ class TextPromptEncoder(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         if config.pretrained:
-            try:
-                self.bert = BertModel.from_pretrained(config.pretrained, local_files_only=True)
-            except (OSError, ValueError) as error:
-                raise CheckpointError(f"{config.pretrained}: not a local Hugging Face BERT folder: {error}") from None
+            self.bert = load_pretrained_bert(config.pretrained)
         else:
             self.bert = BertModel(
                 BertConfig(

@@ -136,7 +136,7 @@ def test_medm2g_config_prints_a_preset_by_name_ready_to_load_back(capsys, tmp_pa
 
     assert main(["config", "paper"]) == 0
     printed = capsys.readouterr().out
-    assert "size: paper" in printed and "latent_shape:\n    - 4\n    - 64\n    - 64" in printed
+    assert "size: paper" in printed and "#   ct: image_size [256, 256], latent_shape [4, 64, 64]" in printed
     (tmp_path / "copy.yaml").write_text(printed)
     assert load_run_config(tmp_path / "copy.yaml") == load_run_config("paper")
 

@@ -9,7 +9,7 @@ import torch
 from medm2g.core.apps.cli import main
 from medm2g.core.errors import CheckpointError, ConfigError, DataError
 from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
-from medm2g.core.generation.conditions import read_condition
+from medm2g.core.generation.conditions import content_digest, read_condition
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.io.inspect_file import inspect_file
 
@@ -51,7 +51,7 @@ def test_image_to_text_decodes_a_report_with_its_provenance_beside_it(tiny_train
     report = (out / "row-000" / "text.txt").read_text()
     assert report.strip() == record["rows"][0]["text"]["text"].strip()
     sidecar = json.loads((out / "row-000" / "text.txt.medm2g.json").read_text())
-    assert sidecar["source"] == f"xray {xray.parent.name}/{xray.name}"
+    assert sidecar["source"] == f"xray {content_digest(xray)}"  # never the file's name (issue 19)
 
 
 def test_an_image_condition_drives_a_modality_it_was_never_paired_with(trained, blob_cohort, installed):

@@ -259,3 +259,13 @@ def test_a_translation_edge_changes_nothing_medm2g_plans(graph, data):
                        imaging)
     assert after.star == before.star and after.stages[:-1] == before.stages and after.cost == before.cost
     assert after.stages[-1].modalities == (a, b) and after.stages[-1].kind is StageKind.ADVERSARIAL_DIFFUSION
+
+
+def test_the_disconnected_modality_hint_never_repeats_its_example():
+    graph = PairGraph(modalities=("text", "mri", "xray"), center="text",
+                      pairs=(PairEdge("mri", "xray", ("b.csv",)),), source="g.yaml")
+    with pytest.raises(GraphError) as error:
+        build_plan(graph)
+    message = str(error.value)
+    assert "modalities mri, xray have no path of paired data to the centre 'text'" in message
+    assert "text-mri or text-mri" not in message and message.count("text-mri") == 1

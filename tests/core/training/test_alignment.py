@@ -16,7 +16,7 @@ from medm2g.core.training.alignment import align, evaluate_alignment, run_alignm
 from medm2g.core.training.encoders import build_prompt_encoder, resolve_device
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import prepare_run
+from medm2g.core.training.run import Run, prepare_run
 
 
 def tiny_config(steps: int = 4, **alignment) -> RunConfig:
@@ -47,12 +47,12 @@ def test_a_stage_changes_only_the_encoders_it_trains(blob_cohort, installed, tmp
     layout, device = RunLayout(tmp_path), Engine(config.acceleration, resolve_device("cpu"))
 
     before_first = {m: snapshot(e) for m, e in encoders.items()}
-    run_alignment_stage(plan, first, encoders, installed, config, layout, device)  # text-xray, both train
+    run_alignment_stage(Run(config, installed, plan, layout, device), first, encoders)  # text-xray, both train
     for modality in ("text", "xray"):
         assert changed_tensors(before_first[modality], encoders[modality]), modality
 
     before_second = {m: snapshot(e) for m, e in encoders.items()}
-    run_alignment_stage(plan, second, encoders, installed, config, layout, device)  # text-ct, text frozen
+    run_alignment_stage(Run(config, installed, plan, layout, device), second, encoders)  # text-ct, text frozen
     after = {m: e.state_dict() for m, e in encoders.items()}
     for name, tensor in before_second["text"].items():  # weights and buffers bit-identical
         assert torch.equal(tensor, after["text"][name]), name
@@ -65,7 +65,7 @@ def test_a_stage_changes_only_the_encoders_it_trains(blob_cohort, installed, tmp
 def test_the_record_says_what_the_stage_did(blob_cohort, installed, tmp_path):
     config = tiny_config(steps=2)
     plan = plan_for(blob_cohort, installed, config, tmp_path)
-    align(plan, installed, config, tmp_path)
+    align(Run.for_plan(plan, installed, config, tmp_path))
     layout = RunLayout(tmp_path)
     record = read_json(layout.stage_record(plan.stages[1]))  # text-ct
     assert record["stage"]["trains"] == ["ct.prompt_encoder"]
@@ -82,7 +82,7 @@ def test_the_record_says_what_the_stage_did(blob_cohort, installed, tmp_path):
 def test_switching_the_visual_invariant_off_drops_its_term(blob_cohort, installed, tmp_path):
     config = tiny_config(steps=2, visual_invariant=False)
     plan = plan_for(blob_cohort, installed, config, tmp_path)
-    align(plan, installed, config, tmp_path)
+    align(Run.for_plan(plan, installed, config, tmp_path))
     record = read_json(RunLayout(tmp_path).stage_record(plan.stages[0]))
     assert record["stage"]["visual_invariant"] == []
     assert not any(key.startswith("vi_") for key in record["final"])
@@ -92,7 +92,7 @@ def test_switching_the_visual_invariant_off_drops_its_term(blob_cohort, installe
 def test_a_stopped_run_resumes_to_the_same_weights(blob_cohort, installed, tmp_path, monkeypatch):
     config = tiny_config(steps=5)
     reference = tmp_path / "uninterrupted"
-    align(plan_for(blob_cohort, installed, config, reference), installed, config, reference)
+    align(Run.for_plan(plan_for(blob_cohort, installed, config, reference), installed, config, reference))
 
     stopped = tmp_path / "stopped"
     plan = plan_for(blob_cohort, installed, config, stopped)
@@ -106,10 +106,10 @@ def test_a_stopped_run_resumes_to_the_same_weights(blob_cohort, installed, tmp_p
 
     monkeypatch.setattr(alignment_module, "make_batch", make_batch_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        align(plan, installed, config, stopped)
+        align(Run.for_plan(plan, installed, config, stopped))
     assert RunLayout(stopped).stage_state(plan.stages[1]).is_file()
     monkeypatch.setattr(alignment_module, "make_batch", real_make_batch)
-    results = align(plan, installed, config, stopped)
+    results = align(Run.for_plan(plan, installed, config, stopped))
     assert [r.skipped for r in results] == [True, False]
 
     for modality in ("text", "xray", "ct"):
@@ -133,7 +133,7 @@ def test_a_run_folder_refuses_a_different_config(blob_cohort, installed, tmp_pat
 def test_alignment_raises_held_out_recall_above_chance_including_through_the_centre(blob_cohort, installed, tmp_path):
     config = tiny_config(steps=100, checkpoint_every=100)
     plan = plan_for(blob_cohort, installed, config, tmp_path)
-    align(plan, installed, config, tmp_path)
+    align(Run.for_plan(plan, installed, config, tmp_path))
     rows = {(r.source, r.target): r for r in evaluate_alignment(plan, installed, config, tmp_path)}
     assert len(rows) == 6 and all(r.subjects == 16 for r in rows.values())
     chance = {1: 1 / 16, 5: 5 / 16}

@@ -17,7 +17,7 @@ from medm2g.core.training.encoders import load_prompt_encoders
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.latent_diffusion import load_denoiser, run_ldm_stage
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import prepare_run
+from medm2g.core.training.run import Run, prepare_run
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +30,15 @@ def xray_ldm(blob_cohort, installed, tmp_path_factory):
                        ldm=LDMStageConfig(steps=40, text_steps=40, batch_size=8, image_learning_rate=1e-3, checkpoint_every=20))
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
     layout, device = RunLayout(run), Engine(config.acceleration, torch.device("cpu"))
-    align(plan, installed, config, run)
+    align(Run.for_plan(plan, installed, config, run))
     vae_stage = next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("xray",))
-    run_vae_stage(plan, vae_stage, installed, config, layout, device)
+    run_vae_stage(Run(config, installed, plan, layout, device), vae_stage)
     frozen_before = {
         "vae": {k: v.clone() for k, v in load_vae(installed, "xray", config, layout).state_dict().items()},
         "encoder": {k: v.clone() for k, v in load_prompt_encoders(installed, ["xray"], config, layout)["xray"].state_dict().items()},
     }
     ldm_stage = next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("xray",))
-    record = run_ldm_stage(plan, ldm_stage, installed, config, layout, device)
+    record = run_ldm_stage(Run(config, installed, plan, layout, device), ldm_stage)
     return plan, config, layout, ldm_stage, record, frozen_before
 
 
@@ -89,10 +89,9 @@ def test_a_report_embedding_conditions_the_xray_denoiser_reproducibly(xray_ldm, 
 def test_the_text_ldm_trains_on_768x1x1_latents_and_samples_text(xray_ldm, installed):
     plan, config, layout, _, _, _ = xray_ldm
     device = Engine(config.acceleration, torch.device("cpu"))
-    run_vae_stage(plan, next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)),
-                  installed, config, layout, device)
+    run_vae_stage(Run(config, installed, plan, layout, device), next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)))
     stage = next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",))
-    record = run_ldm_stage(plan, stage, installed, config, layout, device)
+    record = run_ldm_stage(Run(config, installed, plan, layout, device), stage)
     assert record["stage"]["trains"] == ["text.backbone", "text.condition_attention"]
     denoiser = load_denoiser(installed, "text", config, layout)
     image_encoder = load_prompt_encoders(installed, ["xray"], config, layout)["xray"]
@@ -115,15 +114,12 @@ def first_round(xray_ldm, installed):
 
     plan, config, layout, _, _, _ = xray_ldm
     if not layout.denoiser("text").is_file():
-        run_vae_stage(plan, next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)),
-                      installed, config, layout, Engine(config.acceleration, torch.device("cpu")))
-        run_ldm_stage(plan, next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",)),
-                      installed, config, layout, Engine(config.acceleration, torch.device("cpu")))
+        run_vae_stage(Run(config, installed, plan, layout, Engine(config.acceleration, torch.device("cpu"))), next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("text",)))
+        run_ldm_stage(Run(config, installed, plan, layout, Engine(config.acceleration, torch.device("cpu"))), next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("text",)))
     config = attrs.evolve(config, cross_guidance=CrossGuidanceConfig(width=32, heads=2, steps=6, batch_size=8,
                                                                      learning_rate=1e-3, checkpoint_every=3))
     stage = plan.rounds[0]
-    return plan, config, layout, stage, run_round_stage(plan, stage, installed, config, layout,
-                                                        Engine(config.acceleration, torch.device("cpu")))
+    return plan, config, layout, stage, run_round_stage(Run(config, installed, plan, layout, Engine(config.acceleration, torch.device("cpu"))), stage)
 
 
 def test_the_first_round_trains_both_sides_cross_guided_parts(first_round, installed):

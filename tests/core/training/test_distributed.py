@@ -2,24 +2,29 @@
 weights one process with the whole batch trains; mixed precision keeps frozen models in bf16;
 gradient checkpointing and the EMA change memory and the saved weights, not the maths."""
 
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import attrs
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load_file
 
 from medm2g.core.config.run_config import AccelerationConfig, load_run_config
 from medm2g.core.errors import ConfigError
-from medm2g.core.io.checkpoints import load_tensors
+from medm2g.core.graph.engine import StageKind
+from medm2g.core.io.checkpoints import load_tensors, read_json
 from medm2g.core.training.cross_guided import build_round
 from medm2g.core.training.ema import ParameterEMA, ema_decay_at
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import load_run_plan
+from medm2g.core.training.run import Run, load_run_plan
 from medm2g.core.training.shards import Batching, shards, step_batch_size
 from medm2g.registry import ModelSize
 
@@ -105,7 +110,7 @@ def _round(tiny_trained_run, installed, acceleration: AccelerationConfig, index:
     registry = config.modalities(installed)
     plan = load_run_plan(layout, registry)
     engine = Engine(config.acceleration, CPU)
-    return engine, build_round(plan, plan.rounds[index], registry, config, layout, engine)
+    return engine, build_round(Run(config, registry, plan, layout, engine), plan.rounds[index])
 
 
 def test_bf16_keeps_frozen_models_in_bf16_and_trains_in_float32(tiny_trained_run, installed):
@@ -173,7 +178,7 @@ def _stopped_inside_the_first_ldm_stage(run, installed, stop_training):
     plan = load_run_plan(layout, registry)
     stop_training("ldm text", 2)
     with pytest.raises(KeyboardInterrupt):
-        train(plan, registry, config, run, kinds={StageKind.LDM})
+        train(Run.for_plan(plan, registry, config, run), kinds={StageKind.LDM})
     stop_training(None)
     (state,) = run.glob("stages/*-ldm-*/state.safetensors")
     return state
@@ -230,7 +235,7 @@ def test_diffusion_stages_train_in_bf16_with_micro_batches_checkpointing_and_ema
         mixed_precision="bf16", gradient_accumulation_steps=2, gradient_checkpointing=True, ema_decay=0.99))
     registry = config.modalities(installed)
     plan = load_run_plan(layout, registry)
-    results = train(plan, registry, config, run, kinds={StageKind.LDM, StageKind.CROSS_GUIDED})
+    results = train(Run.for_plan(plan, registry, config, run), kinds={StageKind.LDM, StageKind.CROSS_GUIDED})
     assert [r.stage.title for r in results] == ["ldm text", "ldm xray", "ldm ct",
                                                 "cross_guided text-xray", "cross_guided text-ct"]
     assert all(r.record["final"]["loss"] == r.record["final"]["loss"] for r in results)  # not NaN
@@ -275,3 +280,159 @@ def test_a_stage_with_ema_leaves_the_average_of_its_steps_in_the_trained_weights
     assert averaged == pytest.approx(expected, rel=1e-6)
     assert abs(averaged - float(plain)) > 0.01  # the EMA lags the last step's weight
 
+
+
+EVERY_STAGE_GRAPH = """\
+name: blobs-every-stage
+center: text
+modalities: [text, xray, ct]
+evaluation: "{data}/test.csv"
+pairs:
+  - {{a: text, b: xray, dataset: "{data}/text-xray.csv"}}
+  - {{a: text, b: ct, dataset: "{data}/text-ct.csv"}}
+  - {{a: xray, b: ct, dataset: ["{data}/text-xray.csv", "{data}/text-ct.csv"], paired: false, backend: syndiff}}
+"""
+"""The suite's blob graph with a SynDiff edge beside it: every stage kind, in 11 stages."""
+SMALL_SYNDIFF = "syndiff: {widths: [8, 8, 8], latent_dim: 8, training_steps: 3, batch_size: 4, checkpoint_every: 3}\n"
+"""Three levels, so that the mid-block's attention runs at 16 x 16, not 64 x 64 (3 s a stage, not 20 s)."""
+ENGINE_STAGES = ["01-alignment-text-xray", "02-alignment-text-ct", "03-vae-text", "04-vae-xray", "05-vae-ct",
+                 "06-ldm-text", "07-ldm-xray", "08-ldm-ct", "09-cross_guided-text-xray", "10-cross_guided-text-ct"]
+SYNDIFF_STAGE = "11-adversarial_diffusion-xray-ct"
+PROCESS_WEIGHTS = Path(__file__).with_name("process_weights.py")
+PROCESS_WEIGHTS_FOLDER = "MEDM2G_PROCESS_WEIGHTS"
+"""The environment variable naming the folder process_weights.py writes into."""
+
+
+@pytest.fixture(scope="module")
+def every_stage_on_two_processes(blob_cohort, tiny_run_config, tmp_path_factory):
+    """`medm2g train` of EVERY_STAGE_GRAPH launched as 2 CPU processes (gloo), each writing what its
+    trained modules hold at the end of every stage trained on the engine (process_weights.py)."""
+    folder = tmp_path_factory.mktemp("every-stage")
+    graph, config = folder / "every-stage.yaml", folder / "tiny.yaml"
+    graph.write_text(EVERY_STAGE_GRAPH.format(data=(blob_cohort / "data").as_posix()))
+    config.write_text(tiny_run_config + SMALL_SYNDIFF)
+    run, weights = folder / "run", folder / "process-weights"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--num_cpu_threads_per_process", "1", str(PROCESS_WEIGHTS),
+               "train", str(graph), "--config", str(config), "--device", "cpu", "--out", str(run)]
+    finished = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, PROCESS_WEIGHTS_FOLDER: str(weights)})
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("trained models in") == 1  # only the main process reports
+    return SimpleNamespace(graph=graph, run=run, weights=weights)
+
+
+def _saved_file(layout: RunLayout, stage: str, module: str) -> Path | None:
+    """Where the main process saved ``module`` (a key of the stage's trained modules) of ``stage``."""
+    _, kind, *modalities = stage.split("-")
+    if kind == "alignment":
+        return None if module == "temperature" else layout.encoder(module)  # the temperature: in the record
+    if kind == "vae":
+        return layout.vae(modalities[0])
+    if kind == "ldm":
+        return layout.denoiser(modalities[0])
+    return layout.cross_guided(module)  # a round: one module per side it trains
+
+
+def _saved_as(saved: dict[str, torch.Tensor], name: str, tensor: torch.Tensor) -> bool:
+    """Whether ``saved`` holds ``tensor`` under ``name``; a round's file names theta_c's sub-layers
+    by their place in the denoiser (``cross_guidance.<path>.to_k.weight``), where the side holds them
+    in a list (``cross_guidance.<i>.to_k.weight``): those are looked up by value. Each saved
+    tensor is taken once."""
+    if name in saved:
+        return torch.equal(saved.pop(name), tensor)
+    part, _, rest = name.partition(".")
+    suffix = "." + rest.partition(".")[2]
+    for key in [key for key in saved if key.startswith(part + ".") and key.endswith(suffix)]:
+        if saved[key].shape == tensor.shape and torch.equal(saved[key], tensor):
+            del saved[key]
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_end_every_stage_kind_with_the_same_weights(every_stage_on_two_processes):
+    """Alignment (InfoNCE gathered over the processes, BERT's unused pooler: DDP's
+    find_unused_parameters), the VAEs, the LDMs and the rounds under 2 processes: at the end of
+    each of the 10 stages trained on the engine, both processes hold every trained parameter bit
+    for bit alike, and what the other process holds is what the main process saved (encoders,
+    VAEs, denoisers, cross-guided parts). A whole run on 2 processes is not compared with one on
+    1 process here: dropout masks (BERT), BatchNorm's batch statistics and the VAEs' batch-wise
+    posterior draws are per process by design, and every later stage builds on them (the LDM
+    stages and rounds, from the same encoders and VAEs, are compared in the test above)."""
+    launched = every_stage_on_two_processes
+    layout = RunLayout(launched.run)
+    kinds = {read_json(path)["stage"]["kind"] for path in (launched.run / "stages").glob("*/record.json")}
+    assert kinds == {kind.value for kind in StageKind}  # every stage kind ran, SynDiff included
+    main_process, other_process = (launched.weights / f"process-{index}" for index in (0, 1))
+    for process in (main_process, other_process):
+        assert sorted(path.stem for path in process.iterdir()) == ENGINE_STAGES
+    saved, checked = {}, set()
+    for stage in ENGINE_STAGES:
+        ours, theirs = (load_file(process / f"{stage}.safetensors") for process in (main_process, other_process))
+        parameters = sorted(key for key in ours if key.startswith("parameter/"))
+        assert parameters and parameters == sorted(key for key in theirs if key.startswith("parameter/")), stage
+        differing = [key for key in parameters if not torch.equal(ours[key], theirs[key])]
+        assert not differing, (stage, len(differing), differing[:4])
+        for key in parameters:
+            module, name = key.removeprefix("parameter/").split(".", 1)
+            path = _saved_file(layout, stage, module)
+            if path is not None:
+                if path not in saved:
+                    saved[path] = load_tensors(path)
+                assert _saved_as(saved[path], name, theirs[key]), (stage, key, path)
+                checked.add(path)
+    written = {path for pattern in ("encoders/*", "models/*/vae", "models/*/denoiser", "models/*/cross_guided")
+               for path in launched.run.glob(f"{pattern}.safetensors")}
+    assert checked == written and len(written) == 12  # 3 encoders, 3 VAEs, 3 denoisers, 3 cross-guided parts
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_end_every_stage_with_the_same_buffers(every_stage_on_two_processes):
+    """As the weights, the buffers of every stage's trained modules (BatchNorm's running statistics)."""
+    main_process, other_process = (every_stage_on_two_processes.weights / f"process-{index}" for index in (0, 1))
+    for stage in ENGINE_STAGES:
+        ours, theirs = (load_file(process / f"{stage}.safetensors") for process in (main_process, other_process))
+        buffers = sorted(key for key in ours if key.startswith("buffer/"))
+        assert buffers == sorted(key for key in theirs if key.startswith("buffer/")), stage
+        differing = [key for key in buffers if not torch.equal(ours[key], theirs[key])]
+        assert not differing, (stage, len(differing), differing[:4])
+
+
+@pytest.mark.slow
+def test_syndiff_trains_on_the_main_process_alone_to_the_weights_of_one_process(every_stage_on_two_processes,
+                                                                                installed, tmp_path):
+    """SynDiff's alternating critic and generator half-steps keep their own loop, off the engine: under
+    2 processes the main process trains the stage and the other waits (`run_syndiff_stage`), so no
+    other process ever holds SynDiff weights. What the main process saved equals a one-process run of
+    the same stage on one thread, as each launched process has (measured: bit for bit, where 3 steps
+    move the weights by up to 5e-4)."""
+    from medm2g.core.backends.syndiff.stage import build_syndiff
+    from medm2g.core.graph.pair_graph import load_pair_graph
+    from medm2g.core.training.run import prepare_run
+    from medm2g.core.training.trainer import train
+
+    launched = every_stage_on_two_processes
+    record = read_json(launched.run / "stages" / SYNDIFF_STAGE / "record.json")
+    assert (record["stage"]["kind"], record["stage"]["backend"], record["steps"]) == ("adversarial_diffusion",
+                                                                                      "syndiff", 3)
+    assert not list(launched.weights.glob(f"*/{SYNDIFF_STAGE}.safetensors"))  # neither process trained it on the engine
+    config = load_run_config(RunLayout(launched.run).config)
+    registry = config.modalities(installed)
+    single = tmp_path / "single"
+    plan = prepare_run(load_pair_graph(launched.graph, installed=registry), registry, config, single)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (result,) = train(Run.for_plan(plan, registry, config, single), kinds={StageKind.ADVERSARIAL_DIFFUSION})
+    finally:
+        torch.set_num_threads(threads)
+    assert RunLayout(single).stage_dir(result.stage).name == SYNDIFF_STAGE
+    one, two = (load_tensors(RunLayout(run).translation("xray", "ct")) for run in (single, launched.run))
+    assert one.keys() == two.keys()
+    untrained = build_syndiff(registry, "xray", "ct", config).state_dict()
+    moved = max(float((one[key] - untrained[key]).abs().max()) for key in one if one[key].is_floating_point())
+    assert moved > 1e-4, moved  # trained: the comparison is not of two untouched initialisations
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=0, atol=1e-6, msg=key)

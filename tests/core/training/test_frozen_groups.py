@@ -7,7 +7,7 @@ from medm2g.core.config.run_config import load_run_config
 from medm2g.core.training.cross_guided import build_round
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import load_run_plan
+from medm2g.core.training.run import Run, load_run_plan
 
 
 def test_a_round_with_a_frozen_side_steps_only_its_trained_groups(tiny_trained_run, installed):
@@ -18,7 +18,7 @@ def test_a_round_with_a_frozen_side_steps_only_its_trained_groups(tiny_trained_r
     stage = plan.rounds[1]  # text-ct: text's cross-guided parts trained in round 1, frozen here
     assert [g.modality for g in stage.trains] == ["ct"] * 3
     engine = Engine(config.acceleration, torch.device("cpu"))
-    round_ = build_round(plan, stage, registry, config, layout, engine)
+    round_ = build_round(Run(config, registry, plan, layout, engine), stage)
     model, optimizer = engine.prepare(round_.stateful(), round_.step_loss, round_.optimizer)
     parameters = [p for group in round_.optimizer.param_groups for p in group["params"]]
     engine.step(model, optimizer, parameters, engine.shards(round_.batching, step=0, step_seed=0), max_grad_norm=1.0)

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from medm2g.core.apps.cli import main
+from medm2g.core.training.run import Run
 
 
 def test_train_runs_every_stage_in_the_plans_order_then_resumes_as_complete(blob_cohort, tiny_trained_run, capsys):
@@ -52,7 +53,7 @@ def test_a_train_stopped_inside_a_diffusion_stage_resumes_to_the_uninterrupted_w
     graph = load_pair_graph(blob_cohort / "blobs.yaml", installed=installed)
 
     def run(folder):
-        return train(prepare_run(graph, installed, config, folder), installed, config, folder)
+        return train(Run.for_plan(prepare_run(graph, installed, config, folder), installed, config, folder))
 
     run(tmp_path / "uninterrupted")
     for title, step in (("ldm ct", 2), ("cross_guided text-xray", 2)):

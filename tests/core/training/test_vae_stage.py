@@ -15,7 +15,7 @@ from medm2g.core.training.batches import make_batch
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.engine import Engine
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import prepare_run
+from medm2g.core.training.run import Run, prepare_run
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,7 @@ def trained_vaes(blob_cohort, installed, tmp_path_factory):
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
     stages = {stage.modalities[0]: stage for stage in plan.stages_of(StageKind.VAE)}
     longer = attrs.evolve(config, vae=attrs.evolve(config.vae, text_steps=800, batch_size=16, checkpoint_every=400))  # GPT-2 needs more
-    records = {m: run_vae_stage(plan, stages[m], installed, config if m == "xray" else longer, RunLayout(run),
-                                Engine(config.acceleration, torch.device("cpu")))
+    records = {m: run_vae_stage(Run(config if m == "xray" else longer, installed, plan, RunLayout(run), Engine(config.acceleration, torch.device("cpu"))), stages[m])
                for m in ("xray", "text")}
     return plan, config, RunLayout(run), records
 

@@ -17,7 +17,7 @@ from medm2g.core.graph.pair_graph import load_pair_graph
 from medm2g.core.metrics.retrieval import RetrievalRow
 from medm2g.core.training.history import read_history
 from medm2g.core.training.layout import RunLayout
-from medm2g.core.training.run import prepare_run
+from medm2g.core.training.run import Run, prepare_run
 from medm2g.core.training.trainer import train
 
 
@@ -39,13 +39,13 @@ def test_a_run_stopped_before_the_rounds_generates_from_its_ldms_and_shares_its_
     graph = load_pair_graph(blob_cohort / "blobs.yaml", installed=installed)
     first, second = RunLayout(tmp_path / "first"), RunLayout(tmp_path / "second")
     plan = prepare_run(graph, installed, config, first.root)
-    results = train(plan, installed, config, first.root, kinds=BEFORE_ROUNDS)
+    results = train(Run.for_plan(plan, installed, config, first.root), kinds=BEFORE_ROUNDS)
     assert {r.stage.kind for r in results} == BEFORE_ROUNDS
     run = TrainedRun.open(first.root, installed, device="cpu")
     assert run.jointly_generatable() == [] and set(run.generatable()) == {"text", "xray", "ct"}
     prepare_run(graph, installed, config, second.root)
     reuse_vaes(first, second, plan)
-    later = train(plan, installed, config, second.root, kinds=BEFORE_ROUNDS)
+    later = train(Run.for_plan(plan, installed, config, second.root), kinds=BEFORE_ROUNDS)
     vae_stages = [r for r in later if r.stage.kind is StageKind.VAE]
     assert vae_stages and all(r.skipped for r in vae_stages)  # copied, not retrained
     assert second.vae("ct").read_bytes() == first.vae("ct").read_bytes()
