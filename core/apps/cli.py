@@ -189,7 +189,7 @@ def _command_generate(args: argparse.Namespace) -> int:
     command = shlex.join(["medm2g", *args.argv])
     record = write_generation(args.out, request, samples, registry, model=f"medm2g run {run.layout.root.resolve()}",
                               backend=backend_name, command=command, image_format=args.format,
-                              details=backend.describe(request))
+                              details=backend.describe(request), record_condition_paths=args.record_condition_paths)
     for row in record["rows"]:
         texts = row.get("text", {})
         shown = ", ".join(f"{m}: {texts[m]!r}" if m in texts else f"{m} -> {path}" for m, path in row["files"].items())
@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "report itself; repeat for several (one set of rows each); none: unconditional")
     generate.add_argument("--joint", action="store_true",
                           help="sample the --to modalities together, each attending to the others' latents")
+    generate.add_argument("--record-condition-paths", action="store_true",
+                          help="write the conditions' file paths into generation.json (never into the generated "
+                               "files); by default a condition is named by its modality and a content hash only")
     generate.add_argument("--out", type=Path, required=True, help="folder for the samples, generation.json and grid.png")
     generate.add_argument("-n", type=int, default=1, help="samples per condition (default 1)")
     generate.add_argument("--seed", type=int, default=0, help="row i uses seed+i (default 0)")

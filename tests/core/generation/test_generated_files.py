@@ -99,3 +99,13 @@ def test_a_huge_report_file_is_refused_at_once_and_a_long_one_cut_with_a_warning
     assert f"only its first {MAX_REPORT_CHARACTERS} condition the generation" in caplog.text
     typed = read_condition("text=" + "Findings: none. " * 2000, installed)
     assert len(typed.sample) == MAX_REPORT_CHARACTERS
+
+
+def test_the_command_line_records_condition_paths_only_when_asked(tiny_trained_run, pacs_export, tmp_path):
+    out = tmp_path / "gen"
+    assert main(["generate", str(tiny_trained_run), "--from", f"ct={pacs_export}", "--to", "xray",
+                 "--out", str(out), "--record-condition-paths"]) == 0
+    record = json.loads((out / "generation.json").read_text())
+    assert record["condition_paths"] == [str(pacs_export.resolve())]
+    generated = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != "generation.json")
+    assert PATIENT_FOLDER.encode() not in generated and PATIENT_FILE.encode() not in generated
