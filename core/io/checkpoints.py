@@ -22,7 +22,9 @@ from torch import nn
 from medm2g.core.errors import CheckpointError
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` a temporary file beside ``path``, flush it to disk, then rename it over ``path``: a
+    reader (or a run resumed after a kill) sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
@@ -40,13 +42,13 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
 
 def write_text_atomically(path: Path, text: str) -> Path:
     """Write ``text`` so that a reader sees the old file or the new one, never half of it."""
-    return _write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    return write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, record: Any) -> Path:
     """Write ``record`` as indented JSON, atomically."""
     text = json.dumps(record, indent=2, sort_keys=False, default=str) + "\n"
-    return _write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+    return write_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
 def read_json(path: Path) -> Any:
@@ -67,7 +69,7 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapp
     """
     flat = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in tensors.items()}
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    return _write_atomically(path, lambda temporary: save_file(flat, str(temporary), metadata=meta))
+    return write_atomically(path, lambda temporary: save_file(flat, str(temporary), metadata=meta))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
 import attrs
 import numpy as np
@@ -30,6 +28,7 @@ import torch
 
 from medm2g.core.errors import DataError
 from medm2g.core.graph.pair_graph import PairGraph
+from medm2g.core.io.checkpoints import write_atomically
 from medm2g.core.io.imaging import slices_to_nifti
 from medm2g.core.io.provenance import Provenance
 from medm2g.core.phantom.anatomy import PhantomSubject, random_subject
@@ -119,19 +118,6 @@ def write_subject(subject: PhantomSubject, index_seed: np.random.SeedSequence, r
     return SubjectRecord(subject.subject_id, files, variants, masks, finding, key_slice or 0)
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temporary file beside ``path``, then rename it over ``path``: a kill leaves the
-    old file or none, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def assign_groups(n: int, pairs: list[str]) -> tuple[list[int], dict[str, list[int]]]:
     """Every fifth subject is held out for test; the rest go round-robin to the pairs, so no
     training subject is seen in two pairs (text and MRI are never seen together)."""
@@ -159,7 +145,7 @@ def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -
                 writer.writeheader()
                 writer.writerows(rows)
 
-        _replace_atomically(path, write_rows)
+        write_atomically(path, write_rows)
         counts[path.relative_to(out).as_posix()] = len(rows)
 
     def row(record: SubjectRecord, split: str, keep: set[str]) -> dict:
@@ -240,5 +226,5 @@ def generate_cohort(out: Path, n: int, seed: int, registry: ModalityRegistry, gr
     draw_overview(out, records, registry, out / "overview.png", overview_subjects)
     if graph_copy is not None and graph_copy.resolve() != Path(graph.source).resolve():
         # the graph beside its manifests, so its dataset paths resolve; last: the mark of completion
-        _replace_atomically(graph_copy, lambda temporary: shutil.copyfile(graph.source, temporary))
+        write_atomically(graph_copy, lambda temporary: shutil.copyfile(graph.source, temporary))
     return CohortSummary(out, n, tuple(rendered), counts, time.perf_counter() - start)

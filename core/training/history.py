@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from medm2g.core.errors import CheckpointError
+from medm2g.core.io.checkpoints import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,7 @@ def truncate_history(path: Path, last_step: int) -> None:
     """Keep rows with ``step < last_step`` (steps already covered by the resumed state); the file is
     replaced atomically (a kill leaves the old log or the new one, never half of it)."""
     rows = [row for row in read_history(path) if row["step"] < last_step]
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        temporary.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def draw_curves(rows: list[dict], path: Path, title: str, keys: Iterable[str] | None = None) -> Path:
