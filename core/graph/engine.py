@@ -94,6 +94,9 @@ def stage_kind(value: "StageKind | str") -> "StageKind | BackendStageKind":
         return BackendStageKind(value)
 
 
+MEDM2G_STAGE_KINDS = (StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED)
+"""The stage kinds of MedM2G's own backend; every other kind is a translation edge's."""
+
 BUILT_IN_EDGE_STAGES = {"syndiff": StageKind.ADVERSARIAL_DIFFUSION.value}
 """The stage kind each built-in translation backend plans per edge (its record says the same)."""
 
@@ -191,8 +194,8 @@ class TrainingPlan:
     def translation_stages(self) -> tuple[tuple[Stage, PairEdge], ...]:
         """Each translation edge's stage with its edge (its backend, its data): the stages after
         MedM2G's own, planned one per translation edge in the graph's order."""
-        own = {StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED}
-        return tuple(zip((stage for stage in self.stages if stage.kind not in own), self.translation_edges))
+        return tuple(zip((stage for stage in self.stages if stage.kind not in MEDM2G_STAGE_KINDS),
+                         self.translation_edges))
 
 
 def aligned_modalities(center: str | None, star: tuple[AlignmentEdge, ...]) -> tuple[str, ...]:

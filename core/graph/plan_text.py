@@ -7,11 +7,8 @@ from typing import Any
 import cattrs
 
 from medm2g.core.errors import GraphError
-from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan, stage_kind
+from medm2g.core.graph.engine import MEDM2G_STAGE_KINDS, ParamGroup, Part, Stage, StageKind, TrainingPlan, stage_kind
 from medm2g.core.graph.pair_graph import PairGraph, structure_pair_graph
-
-MEDM2G_KINDS = (StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED)
-"""The stage kinds of MedM2G's own backend; every other kind is a translation edge's."""
 
 _JSON = cattrs.Converter()
 _JSON.register_unstructure_hook(ParamGroup, str)
@@ -92,7 +89,7 @@ def format_plan(plan: TrainingPlan) -> str:
             label = "Round" if kind is StageKind.CROSS_GUIDED else "Stage"
             extra = f"  + visual invariant on {', '.join(stage.visual_invariant)}" if stage.visual_invariant else ""
             edge = next((e for e in plan.translation_edges if (e.a, e.b) == stage.modalities
-                         and kind not in MEDM2G_KINDS), None)
+                         and kind not in MEDM2G_STAGE_KINDS), None)
             if edge is not None:
                 extra = "  (paired data)" if edge.paired else "  (unpaired: each sample's two images from different subjects)"
             lines.append(f"  {label} {number} (#{stage.index}) {'-'.join(stage.modalities)}: {_datasets(stage)}{extra}")
