@@ -230,6 +230,16 @@ class RunConfig:
         except PluginError as error:
             raise ConfigError(str(error)) from None
 
+    def with_data_windows(self, windows: Mapping[str, tuple[float, float]]) -> "RunConfig":
+        """This config with the data's intensity windows (a pair graph's ``intensity_windows``) as the
+        grids' windows, except where ``grids`` already sets one: the run's own choice wins."""
+        grids = dict(self.grids)
+        for modality, window in windows.items():
+            grid = grids.get(modality, Grid())
+            if grid.intensity_window is None:
+                grids[modality] = attrs.evolve(grid, intensity_window=window)
+        return attrs.evolve(self, grids=grids) if grids != dict(self.grids) else self
+
     def model_options(self, modality: str, part: str) -> dict[str, Any]:
         return dict(self.models.get(modality, {}).get(part, {}))
 

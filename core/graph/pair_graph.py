@@ -17,6 +17,7 @@ the wrong type) is one :class:`GraphError` line naming the file and the place
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -121,7 +122,10 @@ class PairGraph:
     alignment stage on (a pretrained text encoder, say). ``evaluation`` names a
     held-out manifest whose records carry several modalities of one subject
     (retrieval and generation are scored on it); like datasets, it is relative
-    to the graph file.
+    to the graph file. ``intensity_windows`` says, per imaging modality, which part of its
+    intensity scale the data's anatomy lives in (head CT: ``ct: [-100, 200]`` HU), because it is
+    a fact about the data, not about the plugin (generic CT) or the run; a run config's
+    ``grids.<modality>.intensity_window`` still overrides it for one run.
     """
 
     modalities: tuple[str, ...] = attrs.field(converter=tuple)
@@ -131,6 +135,7 @@ class PairGraph:
     center: str | None = None
     freeze_center: bool = False
     evaluation: str | None = None
+    intensity_windows: Mapping[str, tuple[float, float]] = attrs.field(factory=dict, hash=False)
     source: str = "<memory>"
 
     def base_dir(self) -> Path:
@@ -153,7 +158,8 @@ def _make_converter() -> cattrs.Converter:
     )
     converter.register_structure_hook(
         PairGraph,
-        make_dict_structure_fn(PairGraph, converter, _cattrs_forbid_extra_keys=True, source=override(omit=True)),
+        make_dict_structure_fn(PairGraph, converter, _cattrs_forbid_extra_keys=True, source=override(omit=True),
+                               intensity_windows=override(struct_hook=lambda value, _t: _windows(value))),
     )
     return converter
 
@@ -178,6 +184,22 @@ def _structure_edges(converter: cattrs.Converter, value: Any) -> tuple[PairEdge,
     if errors:
         raise IterableValidationError("pairs", errors, tuple[PairEdge, ...])
     return tuple(edges)
+
+
+def _windows(value: Any) -> dict[str, tuple[float, float]]:
+    """``{modality: [low, high]}`` with finite numbers, low below high."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a mapping modality -> [low, high], got {shown(value)}")
+    windows = {}
+    for name, window in value.items():
+        if (not isinstance(window, (list, tuple)) or len(window) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)):
+            raise ValueError(f"{shown(name)}: expected [low, high] numbers, got {shown(window)}")
+        low, high = float(window[0]), float(window[1])
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"{shown(name)}: expected finite low < high, got {shown(window)}")
+        windows[str(name)] = (low, high)
+    return windows
 
 
 def _string_list(value: Any) -> tuple[str, ...]:
@@ -230,6 +252,9 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
         problems.append("modalities: expected at least one modality")
     if graph.center is not None and graph.center not in seen_modalities:
         problems.append(f"center: {shown(graph.center)} is not one of the graph's modalities ({', '.join(graph.modalities)})")
+    for name in graph.intensity_windows:
+        if name not in seen_modalities:
+            problems.append(f"intensity_windows.{name}: not one of the graph's modalities ({', '.join(graph.modalities)})")
     seen_pairs: dict[tuple[frozenset[str], str], int] = {}
     for index, edge in enumerate(graph.pairs):
         for side in ("a", "b"):

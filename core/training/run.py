@@ -1,8 +1,8 @@
 """Starting or resuming a run folder: its data, its config and its plan, held in one :class:`Run`.
 
 :func:`open_run` is the one way a run is prepared (``medm2g train``/``align``, the demo and
-the ablation all call it): the run's modalities (the config's grids applied), the graph
-read and checked, the config bound to the folder, the default data provided and the plan
+the ablation all call it): the graph read and checked, the run's modalities (the graph's
+intensity windows, then the config's grids applied), the config bound to the folder, the default data provided and the plan
 written, by the main process first. Every stage then takes the :class:`Run` and its stage.
 
 A run folder is bound to the config it started with: resuming with a different
@@ -180,9 +180,11 @@ def open_run(graph: PairGraph | Path | str, out: Path | str, config: RunConfig, 
     with ``config``: the main process binds the config and writes the plan and any phantom cohort
     first, the other processes of an ``accelerate launch`` then read them."""
     engine = engine or Engine(config.acceleration, resolve_device(config.device))
-    modalities = config.modalities(registry if registry is not None else load_modalities())
+    installed = registry if registry is not None else load_modalities()
+    if not isinstance(graph, PairGraph):
+        graph = load_pair_graph(resolve_graph_path(str(graph)), installed=installed)
+    config = config.with_data_windows(graph.intensity_windows)  # the data's windows, bound with the config
+    modalities = config.modalities(installed)
     with engine.main_first():
-        if not isinstance(graph, PairGraph):
-            graph = load_pair_graph(resolve_graph_path(str(graph)), installed=modalities)
         plan = prepare_run(graph, modalities, config, Path(out))
     return Run(config, modalities, plan, RunLayout(out), engine)

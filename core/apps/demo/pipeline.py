@@ -71,7 +71,7 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
     metrics = {
         "command": command,
         "seed": config.seed,
-        "config": run_config_to_dict(config),
+        "config": run_config_to_dict(prepared.config),  # as bound: the graph's windows included
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "stages": [{"stage": r.stage.title, "seconds": r.record.get("seconds_this_session"), "steps": r.record.get("steps"),
                     "final": r.record.get("final", {}), "resumed_complete": r.skipped} for r in results],

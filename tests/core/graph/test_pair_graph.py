@@ -161,3 +161,14 @@ def test_the_json_schema_names_exactly_the_format_fields():
     graph_fields = {f.name for f in attrs.fields(PairGraph)} - {"source"}
     assert set(schema["properties"]) == graph_fields
     assert set(schema["$defs"]["pair"]["properties"]) == {f.name for f in attrs.fields(PairEdge)}
+
+
+def test_a_graph_states_its_data_s_intensity_windows_and_bad_ones_are_named(tmp_path):
+    assert load_pair_graph(GRAPHS / "medm2g.yaml", installed=INSTALLED).intensity_windows == {"ct": (-100.0, 200.0)}
+    assert load_pair_graph(write_graph(tmp_path, graph(("text", "ct"))), installed=INSTALLED).intensity_windows == {}
+    message = load_error(tmp_path, graph(("text", "ct"), intensity_windows={"ct": [200, -100]}))
+    assert "intensity_windows" in message and "expected finite low < high" in message
+    message = load_error(tmp_path, graph(("text", "ct"), intensity_windows={"ct": [0, ".inf"]}))
+    assert "expected [low, high] numbers" in message
+    message = load_error(tmp_path, graph(("text", "ct"), intensity_windows={"xray": [0, 1]}))
+    assert "intensity_windows.xray: not one of the graph's modalities (text, ct, mri)" in message

@@ -28,3 +28,19 @@ def test_an_edited_graph_is_not_mistaken_for_the_shipped_one(installed, tmp_path
     graph = load_pair_graph(edited, installed=installed)
     assert not is_shipped_graph(graph)
     assert with_default_data(graph, RunLayout(tmp_path / "run"), installed, seed=0, subjects=6) is graph
+
+
+def test_the_graph_s_intensity_window_is_bound_into_the_run_config_unless_the_config_sets_one(installed, tmp_path):
+    from medm2g.core.config.run_config import load_run_config, structure_run_config
+    from medm2g.core.training.run import open_run
+
+    graph = tmp_path / "g.yaml"
+    graph.write_text("modalities: [text, ct]\npairs: [{a: text, b: ct, dataset: d.csv}]\n"
+                     "intensity_windows: {ct: [-100, 200]}\n")
+    tiny = {"size": "tiny", "device": "cpu"}
+    run = open_run(graph, tmp_path / "run", structure_run_config(tiny), registry=installed)
+    assert run.registry["ct"].spec.intensity.window == (-100.0, 200.0)
+    assert load_run_config(run.layout.config).grids["ct"].intensity_window == (-100.0, 200.0)  # what eval reads
+    assert installed["ct"].spec.intensity.window == (-1000.0, 1000.0)  # the plugin's own is untouched
+    own = structure_run_config({**tiny, "grids": {"ct": {"intensity_window": [0, 80]}}})
+    assert open_run(graph, tmp_path / "run2", own, registry=installed).registry["ct"].spec.intensity.window == (0.0, 80.0)

@@ -8,10 +8,8 @@ from PIL import Image
 
 DEMO_ADDITIONS = """\
 phantom_subjects: 40
-grids:
-  ct: {intensity_window: [-100, 200]}
 """
-"""Beside the suite's tiny run config: a small phantom cohort and the demo's CT window."""
+"""Beside the suite's tiny run config: a small phantom cohort (the CT window is the shipped graph's)."""
 TASKS = {"text-to-xray", "text-to-ct", "text-to-mri", "xray-to-text", "ct-to-text", "mri-to-text", "mri-to-ct",
          "text-to-xray-ct-mri-joint"}
 
@@ -41,7 +39,7 @@ def test_the_demo_writes_the_report_the_metrics_and_a_picture_of_everything(demo
 def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
     metrics = json.loads((demo / "metrics.json").read_text())
     assert metrics["command"].startswith("medm2g demo --out ") and metrics["seed"] == 0
-    assert metrics["config"]["grids"]["ct"]["intensity_window"] == [-100.0, 200.0]
+    assert metrics["config"]["grids"]["ct"]["intensity_window"] == [-100.0, 200.0]  # graphs/medm2g.yaml's
     assert len(metrics["stages"]) == 14 and metrics["seconds"]["total"] > 0
     images = [t for t in metrics["generation"] if "psnr" in t["scores"]]
     reports = [t for t in metrics["generation"] if "bleu_1" in t["scores"]]
