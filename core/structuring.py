@@ -220,6 +220,13 @@ def positive(instance, attribute, value) -> None:
         raise ValueError(f"{attribute.name} must be positive, got {shown(value)}")
 
 
+def at_least_two(instance, attribute, value) -> None:
+    """attrs validator: a batch of at least two (contrastive and batch-statistic losses need pairs)."""
+    positive(instance, attribute, value)
+    if value < 2:
+        raise ValueError(f"{attribute.name} must be at least 2 (contrastive and batch-statistic losses need pairs), got {value}")
+
+
 def non_negative(instance, attribute, value) -> None:
     """attrs validator: the field must be a finite number, zero or above."""
     _finite(attribute, value)

@@ -17,8 +17,9 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 SOURCE_FOLDERS = {"core": "medm2g.core", "registry": "medm2g.registry", "plugins": "medm2g.plugins"}
-FOUNDATIONS = ("medm2g.core.errors", "medm2g.core.progress", "medm2g.core.structuring", "medm2g.core.threads")
-"""The four loose modules of core (its package docstring is the only thing in medm2g.core itself)."""
+FOUNDATIONS = ("medm2g.core.errors", "medm2g.core.optimisation", "medm2g.core.progress", "medm2g.core.structuring",
+               "medm2g.core.threads")
+"""The five loose modules of core (its package docstring is the only thing in medm2g.core itself)."""
 
 LAYERS = (
     (*FOUNDATIONS, "medm2g.core"),

@@ -16,8 +16,9 @@ local Hugging Face folder holding a radiology BERT::
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import attrs
 import cattrs
@@ -28,8 +29,10 @@ from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
 from medm2g.core.errors import ConfigError, PluginError
 from medm2g.core.models.losses import BARLOW_TWINS_LAMBDA
+from medm2g.core.optimisation import OptimiserSettings
 from medm2g.core.structuring import (
     ECHO_LENGTH,
+    at_least_two,
     non_negative,
     one_line,
     one_of,
@@ -41,14 +44,11 @@ from medm2g.core.structuring import (
 )
 from medm2g.registry import ModalityRegistry, ModalitySpec, ModelSize
 
-
-def _at_least_two(instance, attribute, value) -> None:
-    if value < 2:
-        raise ValueError(f"{attribute.name} must be at least 2 (contrastive and batch-statistic losses need pairs), got {value}")
+logger = logging.getLogger("medm2g")
 
 
 @attrs.frozen
-class AlignmentConfig:
+class AlignmentConfig(OptimiserSettings):
     """Central alignment (eq. 3) with the medical visual invariant (eq. 4), per alignment stage.
 
     The loss of a stage is ``info_nce_weight * L_InfoNCE + visual_invariant_weight *
@@ -57,22 +57,19 @@ class AlignmentConfig:
     ``temperature`` and is learned within [0.01, 1] unless ``learn_temperature`` is off.
     """
 
-    steps: int = attrs.field(default=150, validator=positive)
-    batch_size: int = attrs.field(default=32, validator=_at_least_two)
-    learning_rate: float = attrs.field(default=3e-4, validator=positive)
-    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=non_negative)
+    DEFAULTS: ClassVar[dict[str, Any]] = {"steps": 150, "batch_size": 32, "learning_rate": 3e-4, "weight_decay": 1e-4,
+                                          "warmup_steps": 10, "checkpoint_every": 50}
+
     temperature: float = attrs.field(default=0.07, validator=positive)
     learn_temperature: bool = True
     info_nce_weight: float = attrs.field(default=1.0, validator=non_negative)
     visual_invariant: bool = True
     visual_invariant_weight: float = attrs.field(default=0.5, validator=non_negative)
     lambda_offdiagonal: float = attrs.field(default=BARLOW_TWINS_LAMBDA, validator=non_negative)
-    checkpoint_every: int = attrs.field(default=50, validator=positive)
 
 
 @attrs.frozen
-class VAEStageConfig:
+class VAEStageConfig(OptimiserSettings):
     """Per-modality VAE training. ``kl_weight`` is per modality kind's convention: imaging VAEs
     weigh a per-dimension KL (latent-diffusion style, tiny weight), the text VAE a summed KL.
 
@@ -80,35 +77,30 @@ class VAEStageConfig:
     on the phantom reports it decodes side and finding type back only after about 1500 steps
     (300 steps: generic reports; 1500: side 1.0, type 1.0, lobe 0.93 on 40 held-out reports)."""
 
-    steps: int = attrs.field(default=300, validator=positive)
+    DEFAULTS: ClassVar[dict[str, Any]] = {"steps": 300, "batch_size": 16, "learning_rate": 1e-3, "weight_decay": 0.0,
+                                          "warmup_steps": 10, "checkpoint_every": 100}
+
     text_steps: int = attrs.field(default=1500, validator=positive)
-    batch_size: int = attrs.field(default=16, validator=_at_least_two)
-    learning_rate: float = attrs.field(default=1e-3, validator=positive)
-    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=non_negative)
     image_kl_weight: float = attrs.field(default=1e-6, validator=non_negative)
     text_kl_weight: float = attrs.field(default=1e-3, validator=non_negative)
-    scale_samples: int = attrs.field(default=256, validator=_at_least_two)
-    checkpoint_every: int = attrs.field(default=100, validator=positive)
+    scale_samples: int = attrs.field(default=256, validator=at_least_two)
 
 
 @attrs.frozen
-class LDMStageConfig:
+class LDMStageConfig(OptimiserSettings):
     """Single-modality latent diffusion (section 3.4: "we first train the individual LDM").
 
     The paper fine-tunes Stable Diffusion at 2e-5 (images) and Versatile Diffusion at 5e-5
-    (text); these defaults train small denoisers from scratch, which wants more. The text
-    diffuser's steps (``text_steps``) cost 0.06 s at the CPU size, a seventh of an image step.
+    (text); these defaults train small denoisers from scratch, which wants more.
+    ``learning_rate`` is the image denoisers', ``text_learning_rate`` the text diffuser's. The
+    text diffuser's steps (``text_steps``) cost 0.06 s at the CPU size, a seventh of an image step.
     """
 
-    steps: int = attrs.field(default=400, validator=positive)
+    DEFAULTS: ClassVar[dict[str, Any]] = {"steps": 400, "batch_size": 16, "learning_rate": 3e-4, "weight_decay": 0.0,
+                                          "warmup_steps": 10, "checkpoint_every": 100}
+
     text_steps: int = attrs.field(default=2000, validator=positive)
-    batch_size: int = attrs.field(default=16, validator=_at_least_two)
-    image_learning_rate: float = attrs.field(default=3e-4, validator=positive)
     text_learning_rate: float = attrs.field(default=3e-4, validator=positive)
-    weight_decay: float = attrs.field(default=0.0, validator=non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=non_negative)
-    checkpoint_every: int = attrs.field(default=100, validator=positive)
 
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -282,12 +274,28 @@ def _make_converter() -> cattrs.Converter:
 CONVERTER = _make_converter()
 
 
+RENAMED_FIELDS = {("ldm", "image_learning_rate"): "learning_rate"}
+"""Fields read under their old names (run folders and configs written before the rename)."""
+
+
+def _renamed(data: Mapping, source: str) -> dict:
+    data = dict(data)
+    for (section, old), new in RENAMED_FIELDS.items():
+        fields = data.get(section)
+        if isinstance(fields, Mapping) and old in fields:
+            if new in fields:
+                raise ConfigError(f"{source}: {section}: {old} is the old name of {new}; give only {new}")
+            logger.warning("%s: %s.%s is now %s.%s", source, section, old, section, new)
+            data[section] = {(new if key == old else key): value for key, value in fields.items()}
+    return data
+
+
 def structure_run_config(data: Any, source: str = "<memory>") -> RunConfig:
     if data is None:
         return RunConfig()
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of run settings, got {type(data).__name__}")
-    return structure_or_explain(CONVERTER, dict(data), RunConfig, source, ConfigError)
+    return structure_or_explain(CONVERTER, _renamed(data, source), RunConfig, source, ConfigError)
 
 
 PRESETS_DIR = Path(__file__).parent / "presets"

@@ -16,34 +16,34 @@ Nothing here knows a modality: shapes come from the specs' latent shapes.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import attrs
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 from medm2g.core.diffusion.attention import attend, standard_processor
-from medm2g.core.structuring import non_negative, positive
+from medm2g.core.optimisation import OptimiserSettings
+from medm2g.core.structuring import positive
 
 
 @attrs.frozen
-class CrossGuidanceConfig:
+class CrossGuidanceConfig(OptimiserSettings):
     """Sizes of V_B and f_B (``patch``: side of the latent patch per token) and the rounds' training.
 
     The paper trains the cross-attention layers with Adam, learning rate 1e-5 and weight
     decay 1e-4, on top of pretrained diffusers; these from-scratch defaults use 1e-4.
     """
 
+    DEFAULTS: ClassVar[dict[str, Any]] = {"steps": 200, "batch_size": 16, "learning_rate": 1e-4, "weight_decay": 1e-4,
+                                          "warmup_steps": 10, "checkpoint_every": 100}
+
     width: int = attrs.field(default=128, validator=positive)
     layers: int = attrs.field(default=1, validator=positive)
     heads: int = attrs.field(default=4, validator=positive)
     adaptation_tokens: int = attrs.field(default=4, validator=positive)
     patch: int = attrs.field(default=4, validator=positive)
-    steps: int = attrs.field(default=200, validator=positive)
-    batch_size: int = attrs.field(default=16, validator=positive)
-    learning_rate: float = attrs.field(default=1e-4, validator=positive)
-    weight_decay: float = attrs.field(default=1e-4, validator=non_negative)
-    warmup_steps: int = attrs.field(default=10, validator=non_negative)
-    checkpoint_every: int = attrs.field(default=100, validator=positive)
 
 
 class Adaptation(nn.Module):

@@ -136,7 +136,7 @@ def run_alignment_stage(run: Run, stage: Stage, encoders: dict[str, nn.Module]) 
                                             for m in stage.modalities})
     if settings.learn_temperature:
         parameters += list(temperature.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = settings.optimiser(parameters)
     stateful = {**{m: encoders[m] for m in trained}, "temperature": temperature}
 
     def step_loss(shard: Shard):

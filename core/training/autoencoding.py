@@ -65,7 +65,7 @@ def run_vae_stage(run: Run, stage: Stage) -> dict:
     kl_weight = settings.text_kl_weight if is_text else settings.image_kl_weight
     steps = settings.text_steps if is_text else settings.steps
     parameters = trained_parameters(stage, {ParamGroup(modality, Part.VAE): vae.parameters()})
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = settings.optimiser(parameters)
 
     def step_loss(shard: Shard):
         batch = make_batch(data, shard.indices)

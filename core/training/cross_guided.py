@@ -178,8 +178,7 @@ def build_round(run: Run, stage: Stage) -> Round:
         for modality in trained_sides:
             embeddings = encoders[modality](to_device(sample[modality], device)).float()
             sides[modality].adaptation.initialise_from(embeddings, torch.Generator().manual_seed(config.seed))
-    optimizer = torch.optim.Adam(parameters, lr=config.cross_guidance.learning_rate,
-                                 weight_decay=config.cross_guidance.weight_decay)
+    optimizer = config.cross_guidance.optimiser(parameters, decoupled_weight_decay=False)  # the paper's Adam
     scheduler = training_scheduler(config.diffusion)
 
     encodings = {m: frozen_encodings(config, layout, m, vaes[m], encoders[m], data, engine) for m in pair}

@@ -116,11 +116,11 @@ def run_ldm_stage(run: Run, stage: Stage) -> dict:
     data = paired_records(plan.graph, stage.datasets, (modality,), registry, split="train")
     batching = engine.batching(len(data), settings.batch_size, config.seed + stage.index, "ldm.batch_size")
     is_text = registry[modality].spec.kind is ModalityKind.TEXT
-    learning_rate = settings.text_learning_rate if is_text else settings.image_learning_rate
+    learning_rate = settings.text_learning_rate if is_text else settings.learning_rate
     steps = settings.text_steps if is_text else settings.steps
     groups = {ParamGroup(modality, Part(part)): parameters for part, parameters in denoiser_parameter_groups(denoiser).items()}
     parameters = trained_parameters(stage, {**groups, ParamGroup(modality, Part.VAE): vae.parameters()})
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=settings.weight_decay)
+    optimizer = settings.optimiser(parameters, learning_rate)
     compute = LatentDiffusionStep(frozen_encodings(config, layout, modality, vae, encoder, data, engine), denoiser,
                                   training_scheduler(config.diffusion), config.diffusion.condition_dropout)
 

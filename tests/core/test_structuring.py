@@ -111,7 +111,7 @@ def test_a_malformed_manifest_is_one_bounded_line_quickly(tmp_path, installed, m
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
-@pytest.mark.parametrize("field", ["ldm: {image_learning_rate: %s}", "alignment: {weight_decay: %s}",
+@pytest.mark.parametrize("field", ["ldm: {learning_rate: %s}", "alignment: {weight_decay: %s}",
                                    "acceleration: {ema_decay: %s}", "grids: {ct: {intensity_window: [0, %s]}}",
                                    "vae: {learning_rate: %s}"])
 def test_no_config_field_takes_a_number_that_is_not_finite(tmp_path, field, value):

@@ -65,7 +65,7 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
         time.perf_counter() - started, "the run's plan")
 
     model, record = train_regression(plan.graph, source, target, run.registry, ldm.steps, ldm.batch_size,
-                                     ldm.image_learning_rate, run.config.seed, run.device,
+                                     ldm.learning_rate, run.config.seed, run.device,
                                      folder / f"regression-{source}-{target}.safetensors")
     started = time.perf_counter()
     regressed = predict(model, sources, run.device)

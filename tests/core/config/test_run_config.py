@@ -104,7 +104,7 @@ def test_a_local_hugging_face_bert_folder_replaces_the_default_text_encoder(inst
 def test_the_paper_preset_has_the_papers_sizes_and_learning_rates(installed):
     config = load_run_config("paper")
     assert config.size.value == "paper" and config.embed_dim == 768
-    assert (config.ldm.image_learning_rate, config.ldm.text_learning_rate) == (2e-5, 5e-5)
+    assert (config.ldm.learning_rate, config.ldm.text_learning_rate) == (2e-5, 5e-5)
     assert (config.cross_guidance.learning_rate, config.cross_guidance.weight_decay) == (1e-5, 1e-4)
     registry = config.modalities(installed)
     for modality in ("xray", "ct", "mri"):

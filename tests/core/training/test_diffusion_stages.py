@@ -27,7 +27,7 @@ def xray_ldm(blob_cohort, installed, tmp_path_factory):
     config = RunConfig(size="tiny", embed_dim=32, seed=4, device="cpu",
                        alignment=AlignmentConfig(steps=20, batch_size=16, learning_rate=1e-3, checkpoint_every=20),
                        vae=VAEStageConfig(steps=30, text_steps=30, batch_size=8, learning_rate=3e-3, checkpoint_every=30),
-                       ldm=LDMStageConfig(steps=40, text_steps=40, batch_size=8, image_learning_rate=1e-3, checkpoint_every=20))
+                       ldm=LDMStageConfig(steps=40, text_steps=40, batch_size=8, learning_rate=1e-3, checkpoint_every=20))
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
     layout, device = RunLayout(run), Engine(config.acceleration, torch.device("cpu"))
     align(Run.for_plan(plan, installed, config, run))
