@@ -42,6 +42,7 @@ DIVERGENCE_FIXES = {  # what a diverged stage is resumed with: the config.yaml i
     "alignment.learning_rate", "alignment.warmup_steps", "vae.learning_rate", "vae.warmup_steps",
     "ldm.learning_rate", "ldm.text_learning_rate", "ldm.warmup_steps",
     "cross_guidance.learning_rate", "cross_guidance.warmup_steps", "acceleration.skip_nonfinite_steps",
+    "syndiff.generator_learning_rate", "syndiff.discriminator_learning_rate",
 }
 
 

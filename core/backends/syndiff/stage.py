@@ -53,7 +53,7 @@ def fit_syndiff(graph: PairGraph, datasets: Sequence[str], a: str, b: str, regis
     batches = UnpairedBatches(data[a], data[b], a, b, seed=seed)
     model = build_syndiff(registry, a, b, config)
     log, seconds = train_syndiff(model, batches, state, history, device, seed, config.syndiff.checkpoint_every,
-                                 description=description)
+                                 description=description, skip_nonfinite=config.acceleration.skip_nonfinite_steps)
     if log:
         draw_curves(log, curves, description,
                     keys=[k for k in log[0] if k not in ("step", "seconds", "r1")])  # r1: lazy, not every step

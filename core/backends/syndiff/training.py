@@ -16,6 +16,7 @@ import torch
 
 from medm2g.core.backends.syndiff.model import SynDiff
 from medm2g.core.backends.syndiff.unpaired import UnpairedBatches
+from medm2g.core.errors import DivergenceError
 from medm2g.core.progress import progress
 from medm2g.core.training.history import append_history, read_history, truncate_history
 from medm2g.core.training.state import load_training_state, save_training_state
@@ -28,11 +29,25 @@ def _clear(parameters) -> None:
         parameter.grad = None
 
 
+def _nonfinite(loss: torch.Tensor, parameters) -> str | None:
+    """What is not finite in a half-step (its loss, or a gradient of ``parameters``), or None."""
+    if not bool(torch.isfinite(loss)):
+        return f"loss is {float(loss)}"
+    gradients = [p.grad for p in parameters if p.grad is not None]
+    if gradients and not bool(torch.stack([torch.isfinite(g).all() for g in gradients]).all()):
+        return f"gradients are not finite (loss {float(loss):.4g})"
+    return None
+
+
 def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, history_path: Path,
                   device: torch.device, seed: int, checkpoint_every: int = 100,
-                  description: str = "") -> tuple[list[dict], float]:
+                  description: str = "", skip_nonfinite: int = 0) -> tuple[list[dict], float]:
     """Run (or resume) ``model.config.training_steps`` steps, with a progress bar labelled
-    ``description``; returns the loss log and this session's seconds."""
+    ``description``; returns the loss log and this session's seconds.
+
+    A step whose critic or generator loss or gradients are not finite is not applied; after
+    ``skip_nonfinite`` such steps the next one raises :class:`DivergenceError` naming the half-step
+    and the step, with the last checkpoint kept to resume from (as medm2g's own stages do)."""
     config = model.config
     optimizer = torch.optim.Adam([{"params": model.generators(), "lr": config.generator_learning_rate},
                                   {"params": model.critics(), "lr": config.discriminator_learning_rate}],
@@ -45,8 +60,9 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
     elif history_path.exists():
         history_path.unlink()
     model.to(device).train()
-    started, pending = time.perf_counter(), []
-    bar = progress(range(start, config.training_steps), desc=description or f"syndiff {model.a}-{model.b}",
+    started, pending, skipped, checkpoint = time.perf_counter(), [], 0, start
+    label = description or f"syndiff {model.a}-{model.b}"
+    bar = progress(range(start, config.training_steps), desc=label,
                    unit="step", total=config.training_steps - start)
     for step in bar:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -59,27 +75,45 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
         optimizer.zero_grad(set_to_none=True)
         (critic_loss + penalty).backward()
         _clear(model.generators())
-        optimizer.step()
-
-        generator_loss, logs = model.generator_loss(outputs)  # against the critics just updated
-        optimizer.zero_grad(set_to_none=True)
-        generator_loss.backward()
-        _clear(model.critics())
-        optimizer.step()
-        model.update_ema(step)
-
-        pending.append({"step": step, "loss": float(generator_loss.detach()), "critic": float(critic_loss.detach()),
-                        **({"r1": float(penalty.detach())} if regularise else {}), **logs,
-                        "seconds": time.perf_counter() - started})
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(generator=f"{pending[-1]['loss']:.3f}", critic=f"{pending[-1]['critic']:.3f}")
+        problem = _nonfinite((critic_loss + penalty).detach(), model.critics())
+        half = "critic"
+        if problem is None:
+            optimizer.step()
+            generator_loss, logs = model.generator_loss(outputs)  # against the critics just updated
+            optimizer.zero_grad(set_to_none=True)
+            generator_loss.backward()
+            _clear(model.critics())
+            problem, half = _nonfinite(generator_loss.detach(), model.generators()), "generator"
+            if problem is None:
+                optimizer.step()
+                model.update_ema(step)
+        if problem is not None:
+            optimizer.zero_grad(set_to_none=True)
+            skipped += 1
+            if skipped > skip_nonfinite:
+                if pending:
+                    append_history(history_path, pending)  # the climb before it, for the curves
+                kept = (f"its last checkpoint (step {checkpoint}) is kept in {state_path}" if checkpoint
+                        else "it had no checkpoint yet and will start again from its first step")
+                raise DivergenceError(
+                    f"{label} diverged: the {half} {problem} at step {step + 1} of {config.training_steps}; {kept}; "
+                    f"lower syndiff.generator_learning_rate or syndiff.discriminator_learning_rate and run the "
+                    f"same command to resume")
+            logger.warning("%s: step %d skipped: the %s %s (%d of %d skips allowed)", label, step + 1, half, problem,
+                           skipped, skip_nonfinite)
+        else:
+            pending.append({"step": step, "loss": float(generator_loss.detach()), "critic": float(critic_loss.detach()),
+                            **({"r1": float(penalty.detach())} if regularise else {}), **logs,
+                            "seconds": time.perf_counter() - started})
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(generator=f"{pending[-1]['loss']:.3f}", critic=f"{pending[-1]['critic']:.3f}")
         done = step + 1
         if done % checkpoint_every == 0 or done == config.training_steps:
             append_history(history_path, pending)
             pending = []
             if done < config.training_steps:
                 save_training_state(state_path, {"syndiff": model}, optimizer, done)
-            logger.info("syndiff %s-%s: step %d/%d generator %.4f critic %.4f", model.a, model.b, done,
-                        config.training_steps, float(generator_loss.detach()), float(critic_loss.detach()))
+            checkpoint = done
+            logger.info("%s: step %d/%d critic %.4f", label, done, config.training_steps, float(critic_loss.detach()))
     model.eval()
     return read_history(history_path), time.perf_counter() - started

@@ -19,7 +19,7 @@ def _data():
 
 def _model(steps: int) -> SynDiff:
     torch.manual_seed(0)
-    config = SynDiffConfig(latent_dim=8, training_steps=steps, batch_size=2, lazy_regularisation=2)
+    config = SynDiffConfig(latent_dim=8, widths=(8, 16), training_steps=steps, batch_size=2, lazy_regularisation=2)
     return SynDiff("mri", "ct", {"mri": 1, "ct": 1}, 16, config)
 
 
@@ -62,3 +62,38 @@ def test_a_stopped_run_resumes_from_its_checkpoint_to_the_same_weights(tmp_path)
     assert [row["step"] for row in read_history(log)] == [0, 1, 2, 3]
     for name, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, msg=name)
+
+
+def _poisoned(at: set[int]):
+    data = _data()
+
+    def batches(step, size):
+        batch = data(step, size)
+        if step in at:  # a non-finite input: every loss of this step is NaN
+            batch = {k: v * float("nan") if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        return batch
+    return batches
+
+
+def test_a_non_finite_step_stops_the_loop_naming_it_and_keeps_the_last_checkpoint(tmp_path):
+    import pytest
+
+    from medm2g.core.errors import DivergenceError
+
+    model, state, log = _model(6), tmp_path / "a.safetensors", tmp_path / "a.jsonl"
+    with pytest.raises(DivergenceError, match=r"syndiff mri-ct diverged: the critic loss is nan at step 4 of 6; "
+                                              r"its last checkpoint \(step 2\) is kept"):
+        train_syndiff(model, _poisoned({3}), state, log, torch.device("cpu"), seed=3, checkpoint_every=2)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the poisoned step was not applied
+    assert [row["step"] for row in read_history(log)] == [0, 1, 2]
+    resumed = _model(6)  # the input fixed, the same call resumes from step 2
+    history, _ = train_syndiff(resumed, _data(), state, log, torch.device("cpu"), seed=3, checkpoint_every=2)
+    assert [row["step"] for row in history] == [0, 1, 2, 3, 4, 5]
+
+
+def test_skipped_non_finite_steps_are_left_out_up_to_the_allowance(tmp_path):
+    model = _model(4)
+    history, _ = train_syndiff(model, _poisoned({1}), tmp_path / "a.safetensors", tmp_path / "a.jsonl",
+                               torch.device("cpu"), seed=3, checkpoint_every=2, skip_nonfinite=1)
+    assert [row["step"] for row in history] == [0, 2, 3]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
