@@ -207,12 +207,18 @@ def _command_eval(args: argparse.Namespace) -> int:
 
     run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
     result = evaluate_run(run, args.manifest, subjects=args.subjects, steps=args.steps, seed=args.seed,
-                          command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features)
+                          command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features,
+                          ladder=args.finding_ladder)
     if result.retrieval:
         print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
         print(format_retrieval(result.retrieval) + "\n")
     print(f"generation against the held-out truth ({result.generation[0].subjects if result.generation else 0} subjects):")
     print(format_generation_scores(result.generation))
+    if result.ladder is not None:
+        from medm2g.core.evaluation.probes import format_ladder
+
+        print("where the finding is lost (95% intervals; chance in brackets):")
+        print(format_ladder(result.ladder))
     written = result.written
     print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name}"
           f"{' and retrieval.*' if result.retrieval else ''} in {written['json'].parent}")
@@ -380,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: this run's aligned encoder of each target modality, labelled as such; "
                                "never Inception)")
     evaluate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
+    evaluate.add_argument("--finding-ladder", action="store_true",
+                          help="also find where a stated finding is lost (data with known findings): probes of each "
+                               "condition embedding, the reader on VAE reconstructions, then on generated images")
     evaluate.set_defaults(run=_command_eval)
 
     demo = commands.add_parser(

@@ -27,9 +27,10 @@ from medm2g.core.graph.engine import TrainingPlan
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.metrics.fid import FeatureNetwork, features, frechet_distance, timm_feature_network
 from medm2g.core.metrics.image import ms_ssim, psnr, ssim
+from medm2g.core.metrics.proportion import format_proportion
 from medm2g.core.metrics.text import corpus_bleu, mean_rouge_l
 from medm2g.core.phantom.image_findings import ImageFindingReader, fit_reader, image_finding_agreement, subject_finding
-from medm2g.core.phantom.report_findings import finding_agreement
+from medm2g.core.phantom.report_findings import contradiction_scores, finding_agreement
 from medm2g.core.training.data import manifest_path
 
 IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "fid")
@@ -86,7 +87,7 @@ def score_samples(generated: list, truth: list, reader: ImageFindingReader | Non
     if isinstance(truth[0], str):
         bleu = corpus_bleu(generated, truth)
         return {**{f"bleu_{n}": bleu[n] for n in range(1, 5)}, "rouge_l": mean_rouge_l(generated, truth),
-                **finding_agreement(generated, truth)}
+                **finding_agreement(generated, truth), **contradiction_scores(generated)}
     prediction, target = torch.stack(generated).float(), torch.stack(truth).float()
     scores = {"psnr": float(psnr(prediction, target).mean()), "ssim": float(ssim(prediction, target).mean()),
               "ms_ssim": float(ms_ssim(prediction, target).mean())}
@@ -180,17 +181,19 @@ def format_generation_scores(rows: Sequence[TaskScore]) -> str:
         metrics = [m for m in all_metrics if all(m in r.scores for r in chosen)]
         fields = FINDING_FIELDS if all_metrics is TEXT_METRICS else IMAGE_FINDING_FIELDS
         clinical = [f for f in fields if all(f"{f}_accuracy" in r.scores for r in chosen)]
-        headers = metrics + [f"{f} correct (chance{'' if all_metrics is TEXT_METRICS else ', truth'})"
-                             for f in clinical]
+        contradictions = all_metrics is TEXT_METRICS and all("contradiction" in r.scores for r in chosen)
+        headers = metrics + [f"{f} correct [95% CI] (chance{'' if all_metrics is TEXT_METRICS else ', truth'})"
+                             for f in clinical] + (["findings contradict impression [95% CI]"] if contradictions else [])
         show_backend = any(r.backend != "medm2g" for r in chosen)
         lines += [f"{title}:", "", "| source -> target | " + ("backend | " if show_backend else "")
                   + "trained together | n | " + " | ".join(headers) + " |",
                   "|" + "---|" * (3 + show_backend + len(headers))]
         for row in chosen:
             cells = [f"{row.scores[m]:.2f}" if m in ("psnr", "fid") else f"{row.scores[m]:.3f}" for m in metrics]
-            cells += [f"{row.scores[f + '_accuracy']:.2f} ({row.scores[f + '_chance']:.2f}"
+            cells += [f"{format_proportion(row.scores, f + '_accuracy')} ({row.scores[f + '_chance']:.2f}"
                       + (f", {row.scores[f + '_ceiling']:.2f})" if f + "_ceiling" in row.scores else ")")
                       for f in clinical]
+            cells += [format_proportion(row.scores, "contradiction")] if contradictions else []
             backend = f"{row.backend} | " if show_backend else ""
             lines.append(f"| {row.source} -> {row.target} | {backend}{'yes' if row.trained_together else 'no'} | "
                          f"{row.subjects} | {' | '.join(cells)} |")

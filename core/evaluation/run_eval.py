@@ -13,6 +13,7 @@ import attrs
 
 from medm2g.core.data.manifest import Manifest
 from medm2g.core.evaluation.generation_eval import TaskScore, evaluate_generation, write_generation_scores
+from medm2g.core.evaluation.probes import finding_ladder, write_ladder
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.metrics.retrieval import RetrievalRow
 from medm2g.core.training.alignment import evaluate_alignment, evaluation_manifest
@@ -26,13 +27,15 @@ class RunEvaluation:
     settings: dict
     manifest: Manifest
     written: dict[str, Path]
+    ladder: dict | None = None  # "where the finding is lost" (probes.finding_ladder), when asked for
 
 
 def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: int = 16, steps: int | None = None,
                  seed: int = 0, command: str = "", fid_features: str | None = None,
-                 folder: Path | None = None, cross_guided: bool = True) -> RunEvaluation:
+                 folder: Path | None = None, cross_guided: bool = True, ladder: bool = False) -> RunEvaluation:
     """Score ``run`` on the graph's held-out manifest (or ``manifest_path``) and write RUN/eval (or
-    ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders)."""
+    ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders).
+    ``ladder`` adds "where the finding is lost" (:mod:`.probes`) for data with known findings."""
     plan = load_run_plan(run.layout, run.registry)
     manifest = evaluation_manifest(plan, run.registry, manifest_path)
     retrieval = (evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
@@ -43,4 +46,7 @@ def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: i
                 "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)",
                 "cross_guided": cross_guided, "command": command}
     written = write_generation_scores(scores, run.registry, folder or run.layout.eval_dir, settings)
-    return RunEvaluation(retrieval, scores, settings, manifest, written)
+    found = finding_ladder(run, plan, manifest, subjects, scores, seed) if ladder else None
+    if found is not None:
+        written.update({f"ladder_{k}": v for k, v in write_ladder(found, folder or run.layout.eval_dir).items()})
+    return RunEvaluation(retrieval, scores, settings, manifest, written, found)

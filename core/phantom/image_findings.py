@@ -30,7 +30,7 @@ from medm2g.core.data.manifest import Manifest
 from medm2g.core.data.paired_dataset import PairedDataset, key_slice
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.overview import load_mask
-from medm2g.core.phantom.report_findings import agreement
+from medm2g.core.phantom.report_findings import agreement_scores
 from medm2g.registry import ModalityRegistry
 
 SMOOTHING_PX = 1.5
@@ -181,6 +181,5 @@ def image_finding_agreement(reader: ImageFindingReader, images: Sequence[torch.T
     read = [reader.read(image, finding.kind) for image, finding in judged]
     scores = {}
     for index, field in enumerate(("side", "region")):
-        accuracy, chance = agreement([r[index] for r in read], [getattr(f, field) for _, f in judged])
-        scores[f"{field}_accuracy"], scores[f"{field}_chance"] = accuracy, chance
+        scores.update(agreement_scores([r[index] for r in read], [getattr(f, field) for _, f in judged], field))
     return scores

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import attrs
 
+from medm2g.core.metrics.proportion import Proportion
 from medm2g.core.phantom.anatomy import REGIONS, SIDES
 
 KIND_WORDS = {"haemorrhage": "haemorrhage", "infarct": "infarct", "mass": "tumour", "tumour": "tumour",
@@ -36,15 +37,41 @@ def _first(words: Sequence[str], text: str) -> str:
     return min(found)[1] if found else UNKNOWN
 
 
-def read_report_finding(report: str) -> ReportFinding:
-    """The finding a report states, read from its findings section (or the whole text without one)."""
-    text = " ".join(report.lower().split())
-    findings = text.split("impression")[0]
-    kind_word = _first(tuple(KIND_WORDS), findings)
-    if any(phrase in findings for phrase in NORMAL_PHRASES) and not re.search(r"\b(left|right)\b", findings):
+def _read_section(text: str) -> ReportFinding:
+    kind_word = _first(tuple(KIND_WORDS), text)
+    if any(phrase in text for phrase in NORMAL_PHRASES) and not re.search(r"\b(left|right)\b", text):
         return ReportFinding("normal", "none", "none")
     kind = KIND_WORDS.get(kind_word, UNKNOWN)
-    return ReportFinding(kind, _first(SIDES, findings), _first(REGIONS, findings))
+    return ReportFinding(kind, _first(SIDES, text), _first(REGIONS, text))
+
+
+def read_report_finding(report: str) -> ReportFinding:
+    """The finding a report states, read from its findings section (or the whole text without one)."""
+    return _read_section(" ".join(report.lower().split()).split("impression")[0])
+
+
+def read_impression_finding(report: str) -> ReportFinding | None:
+    """The finding a report's impression states, or None for a report without an impression."""
+    sections = " ".join(report.lower().split()).split("impression", 1)
+    return _read_section(sections[1]) if len(sections) == 2 else None
+
+
+def contradiction(report: str) -> bool | None:
+    """Whether the findings and the impression of ``report`` state a different finding type, or the
+    same lesion on different sides (None where either cannot be read: not judged)."""
+    findings, impression = read_report_finding(report), read_impression_finding(report)
+    if impression is None or UNKNOWN in (findings.kind, impression.kind):
+        return None
+    if findings.kind != impression.kind:
+        return True
+    return UNKNOWN not in (findings.side, impression.side) and findings.side != impression.side
+
+
+def contradiction_scores(reports: Sequence[str]) -> dict[str, float]:
+    """``contradiction``: the share of readable reports whose findings and impression disagree (side
+    or type), with its interval and n; nothing where no report could be judged."""
+    judged = [c for c in map(contradiction, reports) if c is not None]
+    return Proportion(sum(judged), len(judged)).as_scores("contradiction") if judged else {}
 
 
 def finding_agreement(generated: Sequence[str], truth: Sequence[str]) -> dict[str, float]:
@@ -61,9 +88,17 @@ def finding_agreement(generated: Sequence[str], truth: Sequence[str]) -> dict[st
     read_generated, read_truth = [g for g, _ in pairs], [t for _, t in pairs]
     scores = {}
     for field in ("kind", "side", "region"):
-        accuracy, chance = agreement([getattr(f, field) for f in read_generated], [getattr(f, field) for f in read_truth])
-        scores[f"{field}_accuracy"], scores[f"{field}_chance"] = accuracy, chance
+        scores.update(agreement_scores([getattr(f, field) for f in read_generated],
+                                       [getattr(f, field) for f in read_truth], field))
     return scores
+
+
+def agreement_scores(ours: Sequence[str], theirs: Sequence[str], field: str) -> dict[str, float]:
+    """``<field>_accuracy`` with its Wilson interval and n (``_low``, ``_high``, ``_n``) and
+    ``<field>_chance``: :func:`agreement` as scores a script reads."""
+    accuracy, chance = agreement(ours, theirs)
+    correct = sum(a == b for a, b in zip(ours, theirs))
+    return {**Proportion(correct, len(ours)).as_scores(f"{field}_accuracy"), f"{field}_chance": chance}
 
 
 def agreement(ours: Sequence[str], theirs: Sequence[str]) -> tuple[float, float]:

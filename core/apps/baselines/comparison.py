@@ -33,6 +33,7 @@ from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph.engine import TrainingPlan
 from medm2g.core.io.checkpoints import load_module, read_json, write_json
+from medm2g.core.metrics.proportion import format_proportion
 
 
 def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, source: str, target: str,
@@ -117,15 +118,15 @@ def train_syndiff_baseline(run: TrainedRun, plan: TrainingPlan, source: str, tar
 def format_comparison(rows: list[dict], source: str, target: str) -> str:
     """A Markdown table of the comparison rows."""
     clinical = [f for f in ("side", "region") if all(f"{f}_accuracy" in r["scores"] for r in rows)]
-    headers = ["model", "PSNR", "SSIM", "MS-SSIM", "FID"] + [f"{f} correct (chance, truth)" for f in clinical] + [
+    headers = ["model", "PSNR", "SSIM", "MS-SSIM", "FID"] + [f"{f} correct [95% CI] (chance, truth)" for f in clinical] + [
         "s / image", "training"]
     lines = [f"{source} -> {target} on {rows[0]['subjects']} held-out subjects ({rows[0]['fid_features']}):", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for row in rows:
         s = row["scores"]
         cells = [row["model"], f"{s['psnr']:.2f}", f"{s['ssim']:.3f}", f"{s['ms_ssim']:.3f}", f"{s.get('fid', float('nan')):.2f}"]
-        cells += [f"{s[f + '_accuracy']:.2f} ({s[f + '_chance']:.2f}, {s.get(f + '_ceiling', float('nan')):.2f})"
-                  for f in clinical]
+        cells += [f"{format_proportion(s, f + '_accuracy')} ({s[f + '_chance']:.2f}, "
+                  f"{s.get(f + '_ceiling', float('nan')):.2f})" for f in clinical]
         cells += [f"{row['seconds_per_image']:.3f}", row["training"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -57,7 +57,8 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
     _phase(3, PHASES[2])
     clock = time.perf_counter()
     run = TrainedRun.open(out, registry, device=config.device)
-    evaluation = evaluate_run(run, subjects=eval_subjects, steps=eval_steps, seed=config.seed, command=command)
+    evaluation = evaluate_run(run, subjects=eval_subjects, steps=eval_steps, seed=config.seed, command=command,
+                              ladder=True)
     seconds["evaluation"] = time.perf_counter() - clock
 
     _phase(4, PHASES[3])
@@ -80,6 +81,7 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
                         "subjects": s.subjects, "scores": s.scores, "fid_features": s.fid_features}
                        for s in evaluation.generation],
         "evaluation_settings": evaluation.settings,
+        "finding_ladder": evaluation.ladder,
         "samples": showcase,
         "pictures": {"plan": str(layout.plan_picture), "curves": str(curves),
                      "generation": str(evaluation.written["picture"]), "retrieval": str(layout.eval_dir / "retrieval.png")},

@@ -45,3 +45,20 @@ def test_the_truth_agrees_with_itself_and_a_shuffle_scores_near_its_chance_level
     for field in ("kind", "side", "region"):
         assert abs(scores[f"{field}_accuracy"] - scores[f"{field}_chance"]) < 0.1
     assert 0.15 < scores["kind_chance"] < 0.25  # five equally common kinds
+
+
+def test_a_report_whose_impression_contradicts_its_findings_is_counted():
+    from medm2g.core.phantom.report_findings import contradiction, contradiction_scores
+
+    left = "Findings: There is a 12 mm haemorrhage in the left temporal lobe. Impression: {}"
+    assert contradiction(left.format("Right temporal haemorrhage.")) is True
+    assert contradiction(left.format("Left temporal acute infarct.")) is True  # another type
+    assert contradiction(left.format("Left temporal haemorrhage.")) is False
+    assert contradiction("Findings: A mass measuring 20 mm is seen in the right frontal lobe. "
+                         "Impression: Right frontal mass, likely tumour.") is False  # mass and tumour are one type
+    assert contradiction("Findings: No focal lesion is identified. Impression: Normal brain.") is False
+    assert contradiction("Findings: an odd shadow.") is None  # no impression: not judged
+    scores = contradiction_scores([left.format("Right temporal haemorrhage."), left.format("Left temporal haemorrhage."),
+                                   "no impression here"])
+    assert scores["contradiction"] == 0.5 and scores["contradiction_n"] == 2
+    assert contradiction_scores(["nothing"]) == {}

@@ -50,8 +50,16 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
         assert np.isfinite(scores["fid"]) and scores["fid"] >= 0
         assert task["fid_features"] == f"FID[medm2g C_{task['target']}]"
         assert 0 <= scores["side_accuracy"] <= 1 and 0 <= scores["side_chance"] <= 1  # the phantom's image reader
+        assert scores["side_accuracy_low"] <= scores["side_accuracy"] <= scores["side_accuracy_high"]
+        assert 0 < scores["side_accuracy_n"] <= 4
     for task in reports:
         assert 0 <= task["scores"]["bleu_4"] <= task["scores"]["bleu_1"] <= 1
+    ladder = metrics["finding_ladder"]  # where the finding is lost: every rung, with its n
+    assert set(ladder["condition"]) == {"text", "xray", "ct", "mri"}
+    assert ladder["condition"]["text"]["kind"]["accuracy_n"] == 4
+    assert set(ladder["vae"]) == {"xray", "ct", "mri"}
+    assert {"text -> ct", "mri -> ct"} <= set(ladder["generation"])
+    assert (demo / "eval" / "finding-ladder.md").is_file()
     for row in metrics["retrieval"]:
         assert 0 <= row["recall"]["1"] <= row["recall"]["5"] <= 1
     for sample in metrics["samples"]:
@@ -63,7 +71,7 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
 def test_the_report_shows_every_section_and_links_pictures_that_exist(demo):
     report = (demo / "report.md").read_text()
     for heading in ("## The plan", "## Training", "## Cross-modal retrieval", "## Generation against the held-out truth",
-                    "## Samples of every task", "## Reproduce"):
+                    "## Where the finding is lost", "## Samples of every task", "## Reproduce"):
         assert heading in report
     assert "not Inception FID" in report
     links = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
