@@ -234,6 +234,13 @@ def non_negative(instance, attribute, value) -> None:
         raise ValueError(f"{attribute.name} must be zero or positive, got {shown(value)}")
 
 
+def fraction(instance, attribute, value) -> None:
+    """attrs validator: a finite number in [0, 1] (a probability)."""
+    _finite(attribute, value)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be in [0, 1], got {shown(value)}")
+
+
 def one_of(choices: tuple[str, ...]):
     """attrs validator: the field must be one of ``choices`` (a message a reader can act on, unlike
     attrs' ``in_``, whose error carries the whole attribute)."""

@@ -25,7 +25,9 @@ from torch import nn
 
 from medm2g.core.diffusion.attention import attend, standard_processor
 from medm2g.core.optimisation import OptimiserSettings
-from medm2g.core.structuring import positive
+from medm2g.core.structuring import fraction, one_of, positive
+
+ROUND_TIMESTEPS = ("independent", "shared")
 
 
 @attrs.frozen
@@ -34,6 +36,14 @@ class CrossGuidanceConfig(OptimiserSettings):
 
     The paper trains the cross-attention layers with Adam, learning rate 1e-5 and weight
     decay 1e-4, on top of pretrained diffusers; these from-scratch defaults use 1e-4.
+
+    ``timesteps``: ``shared`` is the paper's round, both latents noised to one step t, so V_B
+    only ever sees B as noisy as A. ``independent`` (after UniDiffuser, Bao et al. 2023; beyond
+    the paper) draws B's step on its own, and with probability ``clean_source`` takes B clean
+    (t_B = 0): then X -> Y with X given attends to V_X of X's *clean* latent, every patch of it,
+    instead of X noised to Y's step, where at high t nothing of X is left. Its guidance tokens are
+    zeroed where the condition is dropped (``diffusion.condition_dropout``), so classifier-free
+    guidance amplifies what V_X says too. Joint sampling is the case t_A = t_B either way.
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"steps": 200, "batch_size": 16, "learning_rate": 1e-4, "weight_decay": 1e-4,
@@ -44,6 +54,8 @@ class CrossGuidanceConfig(OptimiserSettings):
     heads: int = attrs.field(default=4, validator=positive)
     adaptation_tokens: int = attrs.field(default=4, validator=positive)
     patch: int = attrs.field(default=4, validator=positive)
+    timesteps: str = attrs.field(default="independent", validator=one_of(ROUND_TIMESTEPS))
+    clean_source: float = attrs.field(default=0.5, validator=fraction)
 
 
 class Adaptation(nn.Module):

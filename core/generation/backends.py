@@ -211,15 +211,23 @@ class CrossGuidedGenerator:
         return source, torch.cat(clean).to(self.run.device), torch.stack(noise).to(self.run.device)
 
     def _cross_conditioned(self, target: str, known, context, scale: float, size: int):
-        """``target``'s guided denoiser, attending to V_source of the condition's latent noised to step t."""
+        """``target``'s guided denoiser, attending to V_source of the condition's latent: clean (t = 0)
+        where the rounds drew the source's step on its own, else noised to the output's step t, as
+        the paper's rounds trained it."""
         source, clean, noise = known
         side, other = self.run.cross_guided(target), self.run.cross_guided(source)
         scheduler = sampling_scheduler(self.run.config.diffusion)
         device = self.run.device
+        fixed = None
+        if self.run.config.cross_guidance.timesteps == "independent":  # the same tokens at every step
+            fixed = other.guidance(clean, torch.zeros(size, dtype=torch.long, device=device))
 
         def denoise(z, t, conditioned):
             timesteps = torch.as_tensor(t, device=device).expand(size)
-            tokens = other.guidance(scheduler.add_noise(clean, noise, timesteps), timesteps)
+            if fixed is not None:  # trained with zeroed tokens as the null guidance: guidance weighs V_source too
+                tokens = fixed if conditioned else torch.zeros_like(fixed)
+            else:
+                tokens = other.guidance(scheduler.add_noise(clean, noise, timesteps), timesteps)
             return side.denoiser(z, timesteps, context(conditioned), tokens)
 
         return guided(denoise, scale)

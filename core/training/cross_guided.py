@@ -1,6 +1,8 @@
 """Multi-flow rounds (sections 3.4 and 3.5): latent cross-guided training of one pair A-B.
 
-Both latents are noised at the same step t. A's denoiser predicts A's noise from
+Both latents are noised at the same step t (the paper; ``cross_guidance.timesteps: shared``), or
+B's at a step of its own, clean half of the time (``independent``, the default: see
+:class:`~medm2g.core.diffusion.cross_guidance.CrossGuidanceConfig`). A's denoiser predicts A's noise from
 z_t^A, conditioned on B's prompt embedding C_B(x_B) (the aligned space) and attending,
 through its guidance sub-layer theta_c, to V_B([z_t^B, f_B]); B's the other way round:
 
@@ -118,13 +120,31 @@ def build_side(registry: ModalityRegistry, modality: str, config: RunConfig, lay
     return side
 
 
-def side_loss(target: str, other: str, sides, targets, noisy, timesteps, embeddings, keep) -> torch.Tensor:
+def side_loss(target: str, other: str, sides, targets, noisy, timesteps, embeddings, keep,
+              source: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """L_cross^target (eq. 6): target's noise (or velocity, per the run's prediction type) from its
     noisy latent, conditioned on the other's prompt embedding and attending to V_other of the
-    *other's* noisy latent."""
-    guidance = sides[other].guidance(noisy[other], timesteps)
+    *other's* latent: noised to the same step (the paper), or ``source`` = (latent, its own steps),
+    whose guidance tokens are then zeroed where the condition is dropped (the null guidance)."""
+    source_latent, source_steps = source if source is not None else (noisy[other], timesteps)
+    guidance = sides[other].guidance(source_latent, source_steps)
+    if source is not None:  # dropped with the condition, so classifier-free guidance weighs V_other too
+        guidance = guidance * keep.to(guidance.dtype).view(-1, 1, 1)
     predicted = sides[target].denoiser(noisy[target], timesteps, condition_context(embeddings[other], keep), guidance)
     return torch.nn.functional.mse_loss(predicted.float(), targets[target].float())
+
+
+def independent_source(scheduler, latents: torch.Tensor, shard: Shard, clean_source: float,
+                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guiding side's latent at a step of its own (``cross_guidance.timesteps: independent``):
+    exactly clean (t = 0) with probability ``clean_source``, else noised to a uniform step."""
+    steps = shard.random.randint(scheduler.config.num_train_timesteps).to(device)
+    clean = (shard.random.rand() < clean_source).to(device)
+    noise = shard.random.randn(*latents.shape[1:]).to(device)
+    steps = torch.where(clean, torch.zeros_like(steps), steps)
+    noisy = scheduler.add_noise(latents, noise, steps)
+    mask = clean.view(-1, *([1] * (latents.dim() - 1)))
+    return torch.where(mask, latents, noisy), steps
 
 
 @attrs.define(eq=False)
@@ -182,6 +202,7 @@ def build_round(run: Run, stage: Stage) -> Round:
     scheduler = training_scheduler(config.diffusion)
 
     encodings = {m: frozen_encodings(config, layout, m, vaes[m], encoders[m], data, engine) for m in pair}
+    settings = config.cross_guidance
 
     def step_loss(shard: Shard):
         latents, embeddings = {}, {}
@@ -197,7 +218,9 @@ def build_round(run: Run, stage: Stage) -> Round:
         for target, other in ((a, b), (b, a)):
             # a side's term trains its theta_c and the other's V, f: compute it when any of those train
             if target in trained_sides or other in trained_sides:
-                terms[target] = side_loss(target, other, sides, targets, noisy, timesteps, embeddings, keep)
+                source = (independent_source(scheduler, latents[other], shard, settings.clean_source, device)
+                          if settings.timesteps == "independent" else None)
+                terms[target] = side_loss(target, other, sides, targets, noisy, timesteps, embeddings, keep, source)
         loss = sum(terms.values())
         return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
 

@@ -78,14 +78,18 @@ def test_a_row_regenerated_alone_from_its_seed_equals_the_row_in_the_batch(train
     assert not torch.allclose(batch[0].outputs["xray"], batch[1].outputs["xray"])
 
 
-def test_a_condition_with_cross_guided_parts_guides_through_its_own_noised_latent(trained, installed, blob_cohort,
-                                                                                 monkeypatch):
+@pytest.mark.parametrize("timesteps", ["shared", "independent"])
+def test_a_condition_with_cross_guided_parts_guides_through_its_own_latent(trained, installed, blob_cohort,
+                                                                          monkeypatch, timesteps):
+    from medm2g.core.config.run_config import with_overrides
+
+    run = attrs.evolve(trained, config=with_overrides(trained.config, **{"cross_guidance.timesteps": timesteps}))
     condition = read_condition(f"text={REPORT}", installed)
-    generator = CrossGuidedGenerator(trained)
+    generator = CrossGuidedGenerator(run)
     request = GenerationRequest(outputs=["xray", "ct"], conditions=[condition], seed=2)
     assert generator.cross_conditioning(request) == "text"
     seen = []
-    side = trained.cross_guided("text")
+    side = run.cross_guided("text")
 
     def guidance(latents, timesteps):
         seen.append((tuple(latents.shape), int(timesteps[0])))
@@ -93,10 +97,13 @@ def test_a_condition_with_cross_guided_parts_guides_through_its_own_noised_laten
 
     monkeypatch.setattr(side, "guidance", guidance)
     guided = generator.generate(request)
-    steps = trained.config.diffusion.sampling_steps
-    assert len(seen) == 2 * 2 * steps  # two outputs, conditioned and null branch of guidance, every step
+    steps = run.config.diffusion.sampling_steps
     assert {shape for shape, _ in seen} == {(1, *installed["text"].spec.latent_shape)}
-    assert len({t for _, t in seen}) == steps  # noised afresh to each step's t
+    if timesteps == "shared":  # the paper: the condition's latent noised afresh to each step's t
+        assert len(seen) == 2 * 2 * steps  # two outputs, conditioned and null branch of guidance, every step
+        assert len({t for _, t in seen}) == steps
+    else:  # the clean latent (t = 0), read once per output: the same tokens at every step
+        assert seen == [((1, *installed["text"].spec.latent_shape), 0)] * 2
     seen.clear()
     prompt_only = generator.generate(attrs.evolve(request, cross_guided=False))
     assert not seen

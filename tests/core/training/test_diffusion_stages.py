@@ -159,3 +159,37 @@ def test_each_side_attends_to_the_other_sides_latent_never_its_own(first_round, 
         changed = side_loss("xray", "text", sides, noise, {**noisy, "text": torch.randn(2, 768, 1, 1)},
                             timesteps, embeddings, keep)
     assert not torch.equal(base, changed)  # the X-ray prediction depends on the text latent it is guided by
+
+
+def test_independent_steps_show_the_guide_its_clean_latent_and_shared_steps_are_the_papers(first_round, installed):
+    from medm2g.core.diffusion.schedule import training_scheduler
+    from medm2g.core.training.cross_guided import build_side, independent_source, side_loss
+    from medm2g.core.training.shards import SampleRandom, Shard
+
+    def shard(seed: int) -> Shard:
+        return Shard(0, (0, 1, 2, 3), (0, 1, 2, 3), SampleRandom(seed, range(4)), torch.Generator())
+
+    plan, config, layout, _, _ = first_round
+    scheduler = training_scheduler(config.diffusion)
+    latents = torch.randn(4, 768, 1, 1)
+    clean, steps = independent_source(scheduler, latents, shard(0), clean_source=1.0, device=torch.device("cpu"))
+    assert torch.equal(clean, latents) and torch.equal(steps, torch.zeros(4, dtype=steps.dtype))  # t_B = 0: exact
+    noisy, steps = independent_source(scheduler, latents, shard(1), clean_source=0.0, device=torch.device("cpu"))
+    assert (steps > 0).all() and not torch.isclose(noisy, latents).all()
+    mixed = [independent_source(scheduler, latents, shard(seed), 0.5, torch.device("cpu"))[1] for seed in range(20)]
+    assert 0.3 < float(torch.cat(mixed).eq(0).float().mean()) < 0.7  # clean about half the time
+
+    sides = {m: build_side(installed, m, config, layout, load_trained=True) for m in ("text", "xray")}
+    seen = []
+    sides["text"].context_encoder.register_forward_pre_hook(lambda module, args: seen.append((args[0], args[1])))
+    noisy_pair = {"text": torch.randn(2, 768, 1, 1), "xray": torch.randn(2, 4, 16, 16)}
+    targets = {m: torch.randn_like(v) for m, v in noisy_pair.items()}
+    embeddings = {m: torch.randn(2, config.embed_dim) for m in noisy_pair}
+    keep, timesteps = torch.tensor([True, False]), torch.tensor([50, 500])
+    with torch.no_grad():
+        side_loss("xray", "text", sides, targets, noisy_pair, timesteps, embeddings, keep)  # shared: the paper's
+        source = (latents[:2], torch.zeros(2, dtype=torch.long))
+        side_loss("xray", "text", sides, targets, noisy_pair, timesteps, embeddings, keep, source)
+    (shared_latent, shared_steps), (clean_latent, clean_steps) = seen
+    assert shared_latent is noisy_pair["text"] and torch.equal(shared_steps, timesteps)  # noised to the same t
+    assert clean_latent is source[0] and torch.equal(clean_steps, torch.zeros(2, dtype=torch.long))
