@@ -39,3 +39,25 @@ def test_a_vocabulary_without_special_tokens_is_refused(tmp_path):
     vocabulary.write_text("a\nb\n")
     with pytest.raises(CheckpointError, match=r"vocab.txt: vocabulary lacks the special tokens \[PAD\]"):
         load_tokenizer(vocabulary)
+
+
+RADIOLOGY_WORDS = ("bleed", "haematoma", "hematoma", "stroke", "hemisphere", "neoplasm", "subdural", "extradural",
+                   "contusion", "oedema", "edema", "haemorrhage", "hemorrhage", "hydrocephalus", "herniation",
+                   "glioblastoma", "meningioma", "metastases", "ischaemic", "ischemic", "lacunar", "sulci",
+                   "pneumothorax", "consolidation", "atelectasis", "cardiomegaly", "effusion", "emphysema")
+
+
+def test_common_radiology_words_stay_whole_in_either_spelling():
+    tokenizer = default_tokenizer()
+    for word in RADIOLOGY_WORDS:
+        assert tokenizer.tokenize(word) == [word], word
+
+
+def test_a_report_in_other_words_is_words_and_suffixes_not_spelling():
+    tokenizer = default_tokenizer()
+    report = "Acute left-sided bleed in the occipital region with surrounding oedema; strokes and hematomas favored."
+    tokens = tokenizer.tokenize(report)
+    assert tokens[:5] == ["acute", "left", "-", "sided", "bleed"]
+    spelled = [t for t in tokens if len(t.removeprefix("##")) == 1 and t.isalpha()]
+    assert spelled == []  # every word whole or a stem with a suffix
+    assert len(tokens) <= 24
