@@ -208,7 +208,7 @@ def _command_eval(args: argparse.Namespace) -> int:
     run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
     result = evaluate_run(run, args.manifest, subjects=args.subjects, steps=args.steps, seed=args.seed,
                           command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features,
-                          ladder=args.finding_ladder)
+                          ladder=args.finding_ladder, oracle=args.oracle or ())
     if result.retrieval:
         print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
         print(format_retrieval(result.retrieval) + "\n")
@@ -234,7 +234,7 @@ def _command_demo(args: argparse.Namespace) -> int:
     config = with_overrides(load_run_config(args.config or preset), seed=args.seed, device=args.device)
     metrics = run_demo(resolve_graph_path(args.graph), load_modalities(), config, args.out,
                        eval_subjects=args.subjects or (8 if args.quick else 16),
-                       eval_steps=args.steps,
+                       eval_steps=args.steps, oracle=tuple(args.oracle),
                        showcase_subjects=2 if args.quick else 3, command=shlex.join(["medm2g", *args.argv]))
     seconds = metrics["seconds"]
     print(f"demo finished in {seconds['total']:.0f} s (" + ", ".join(
@@ -389,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--finding-ladder", action="store_true",
                           help="also find where a stated finding is lost (data with known findings): probes of each "
                                "condition embedding, the reader on VAE reconstructions, then on generated images")
+    evaluate.add_argument("--oracle", nargs="+", metavar="MODALITY",
+                          help="add to the finding ladder an LDM of each imaging MODALITY conditioned on the finding "
+                               "itself, trained for the run's LDM steps: the ceiling at this budget (it trains: minutes)")
     evaluate.set_defaults(run=_command_eval)
 
     demo = commands.add_parser(
@@ -403,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--subjects", type=int, help="held-out subjects per evaluated task (default 16, quick 8)")
     demo.add_argument("--steps", type=int, help="sampling steps for evaluation and samples (default: the config's)")
     demo.add_argument("--device", help="auto (default), cpu, cuda, ...")
+    demo.add_argument("--oracle", nargs="*", default=["ct"], metavar="MODALITY",
+                      help="imaging modalities whose oracle LDM (conditioned on the finding itself, trained for the "
+                           "run's LDM steps) the finding ladder shows (default: ct, the demo's headline target; "
+                           "none: --oracle with no name)")
     demo.set_defaults(run=_command_demo)
 
     ablate = commands.add_parser(

@@ -13,14 +13,21 @@ from medm2g.core.diffusion.schedule import DiffusionConfig, Generators, guided, 
 
 
 def condition_context(embeddings: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """(B, D) prompt embeddings as a one-token context (B, 1, D); rows not kept become the null
-    context (zeros), which the denoiser learned through condition dropout."""
+    """(B, D) prompt embeddings as a one-token context (B, 1, D), or a token sequence (B, L, D) as
+    it is; rows not kept become the null context (zeros), which the denoiser learned through
+    condition dropout."""
+    if embeddings.dim() == 3:
+        return embeddings * keep[:, None, None].to(embeddings.dtype)
+    if embeddings.dim() != 2:
+        raise ValueError(f"a condition is (B, D) or (B, L, D), got shape {tuple(embeddings.shape)}")
     return (embeddings * keep[:, None].to(embeddings.dtype))[:, None]
 
 
 def conditional_sample(denoiser: nn.Module, embeddings: torch.Tensor, latent_shape: tuple[int, ...],
-                       config: DiffusionConfig, generator: Generators, steps: int | None = None) -> torch.Tensor:
-    """Latents (B, *latent_shape) for the B conditions, with classifier-free guidance."""
+                       config: DiffusionConfig, generator: Generators, steps: int | None = None,
+                       guidance_scale: float | None = None) -> torch.Tensor:
+    """Latents (B, *latent_shape) for the B conditions ((B, D) or token sequences (B, L, D)), with
+    classifier-free guidance (the config's scale unless ``guidance_scale`` is given)."""
     size = embeddings.shape[0]
     device = embeddings.device
 
@@ -29,5 +36,6 @@ def conditional_sample(denoiser: nn.Module, embeddings: torch.Tensor, latent_sha
         timesteps = torch.as_tensor(timestep, device=device).expand(size)
         return denoiser(latents, timesteps, condition_context(embeddings, keep))
 
-    return sample(guided(denoise, config.guidance_scale), (size, *latent_shape), sampling_scheduler(config),
+    scale = config.guidance_scale if guidance_scale is None else guidance_scale
+    return sample(guided(denoise, scale), (size, *latent_shape), sampling_scheduler(config),
                   steps or config.sampling_steps, generator, device, config.eta)

@@ -9,7 +9,10 @@ different fix. For data with known findings (the phantom cohort, or any cohort w
    finding's type, side and lobe;
 2. **VAE**: does the autoencoder keep it? The image reader on VAE reconstructions of held-out
    truth images, beside the reader on the truth itself (its ceiling);
-3. **generation**: does the generator use it? The reader on generated images (from the
+3. **oracle**: can the generator carry it at this budget at all? An LDM conditioned on the
+   structured finding itself, trained for the run's LDM steps (:mod:`.oracle`, asked for per
+   modality: it trains);
+4. **generation**: does the generator use it? The reader on generated images (from the
    generation scores).
 
 A rung far below the one before it is where the finding is lost. Every number is a proportion
@@ -27,6 +30,7 @@ import torch
 from medm2g.core.data.manifest import Manifest, read_manifest
 from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.evaluation.generation_eval import finding_readers
+from medm2g.core.evaluation.oracle import oracle_scores
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.metrics.proportion import Proportion, format_proportion
 from medm2g.core.metrics.retrieval import embed
@@ -185,8 +189,12 @@ def format_ladder(ladder: Mapping) -> str:
             row = scores.get(prefix, {})
             lines.append(f"| 2 VAE | {modality} | {what} | {int(row.get('side_accuracy_n', 0))} | - | "
                          + " | ".join(cell(row, f"{f}_accuracy", f"{f}_chance") for f in LADDER_FIELDS) + " |")
+    for modality, row in ladder.get("oracle", {}).items():
+        lines.append(f"| 3 oracle | {modality} | reader on an LDM conditioned on the finding itself "
+                     f"({row.get('steps')} steps) | {int(row.get('side_accuracy_n', 0))} | - | "
+                     + " | ".join(cell(row, f"{f}_accuracy", f"{f}_chance") for f in LADDER_FIELDS) + " |")
     for task, row in ladder.get("generation", {}).items():
-        lines.append(f"| 3 generation | {task} | reader on generated images | {int(row.get('side_accuracy_n', 0))} | - | "
+        lines.append(f"| 4 generation | {task} | reader on generated images | {int(row.get('side_accuracy_n', 0))} | - | "
                      + " | ".join(cell(row, f"{f}_accuracy", f"{f}_chance") for f in LADDER_FIELDS) + " |")
     return "\n".join(lines) + "\n"
 
@@ -198,17 +206,28 @@ def write_ladder(ladder: Mapping, folder: Path) -> dict[str, Path]:
     return {"json": write_json(folder / "finding-ladder.json", ladder), "table": table}
 
 
-def finding_ladder(run, plan, manifest: Manifest, subjects: int, generation: Sequence, seed: int = 0) -> dict:
+def finding_ladder(run, plan, manifest: Manifest, subjects: int, generation: Sequence, seed: int = 0,
+                   oracle: Sequence[str] = ()) -> dict:
     """Every rung for this run on ``subjects`` held-out subjects of ``manifest``: the condition
-    probes, the reader on truth images and on their VAE reconstructions, and the generation
-    scores already computed (``generation``: the evaluation's :class:`TaskScore` rows)."""
-    ladder: dict = {"condition": condition_probes(run, plan, manifest, subjects), "vae": {}, "generation": {}}
+    probes, the reader on truth images and on their VAE reconstructions, an oracle-conditioned LDM
+    for the imaging modalities named in ``oracle`` (:mod:`.oracle`; it trains, so it is asked for),
+    and the generation scores already computed (``generation``: the evaluation's TaskScore rows)."""
+    ladder: dict = {"condition": condition_probes(run, plan, manifest, subjects), "vae": {}, "oracle": {},
+                    "generation": {}}
     targets = [m for m in run.generatable() if run.registry[m].spec.kind.is_imaging and manifest.having(m)]
+    training = [read_manifest(manifest_path(plan.graph, d), run.registry)
+                for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
     for modality, reader in finding_readers(plan, run.registry, targets).items():
         images, findings = labelled_samples([manifest], modality, run.registry, None, subjects)
-        if findings:
-            ladder["vae"][modality] = {"truth": image_finding_agreement(reader, images, findings),
-                                       "vae": vae_reader_scores(run, reader, images, findings, seed)}
+        if not findings:
+            continue
+        ladder["vae"][modality] = {"truth": image_finding_agreement(reader, images, findings),
+                                   "vae": vae_reader_scores(run, reader, images, findings, seed)}
+        if modality in oracle:
+            train_images, train_findings = labelled_samples(training, modality, run.registry, "train",
+                                                            PROBE_TRAINING_LIMIT)
+            ladder["oracle"][modality] = oracle_scores(run, modality, reader, train_images, train_findings, findings,
+                                                       seed=seed)
     for row in generation:
         if "side_accuracy" in row.scores and row.target in ladder["vae"]:
             ladder["generation"][f"{row.source} -> {row.target}"] = {

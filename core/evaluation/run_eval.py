@@ -8,6 +8,7 @@ generation task, translation edges' included, scored against the same subjects' 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import attrs
 
@@ -32,10 +33,12 @@ class RunEvaluation:
 
 def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: int = 16, steps: int | None = None,
                  seed: int = 0, command: str = "", fid_features: str | None = None,
-                 folder: Path | None = None, cross_guided: bool = True, ladder: bool = False) -> RunEvaluation:
+                 folder: Path | None = None, cross_guided: bool = True, ladder: bool = False,
+                 oracle: Sequence[str] = ()) -> RunEvaluation:
     """Score ``run`` on the graph's held-out manifest (or ``manifest_path``) and write RUN/eval (or
     ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders).
-    ``ladder`` adds "where the finding is lost" (:mod:`.probes`) for data with known findings."""
+    ``ladder`` adds "where the finding is lost" (:mod:`.probes`) for data with known findings, with
+    an oracle-conditioned LDM trained for each imaging modality in ``oracle``."""
     plan = load_run_plan(run.layout, run.registry)
     manifest = evaluation_manifest(plan, run.registry, manifest_path)
     retrieval = (evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
@@ -46,7 +49,7 @@ def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: i
                 "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)",
                 "cross_guided": cross_guided, "command": command}
     written = write_generation_scores(scores, run.registry, folder or run.layout.eval_dir, settings)
-    found = finding_ladder(run, plan, manifest, subjects, scores, seed) if ladder else None
+    found = finding_ladder(run, plan, manifest, subjects, scores, seed, oracle) if ladder or oracle else None
     if found is not None:
         written.update({f"ladder_{k}": v for k, v in write_ladder(found, folder or run.layout.eval_dir).items()})
     return RunEvaluation(retrieval, scores, settings, manifest, written, found)

@@ -35,7 +35,7 @@ def _phase(index: int, name: str) -> None:
 
 
 def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, out: Path, *, eval_subjects: int,
-             eval_steps: int | None, showcase_subjects: int, command: str) -> dict:
+             eval_steps: int | None, showcase_subjects: int, command: str, oracle: tuple[str, ...] = ()) -> dict:
     """Run every phase into ``out``; returns the metrics written to ``out/metrics.json``."""
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -58,7 +58,7 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
     clock = time.perf_counter()
     run = TrainedRun.open(out, registry, device=config.device)
     evaluation = evaluate_run(run, subjects=eval_subjects, steps=eval_steps, seed=config.seed, command=command,
-                              ladder=True)
+                              ladder=True, oracle=[m for m in oracle if m in plan.graph.modalities])
     seconds["evaluation"] = time.perf_counter() - clock
 
     _phase(4, PHASES[3])

@@ -40,8 +40,9 @@ def _ladder_section(ladder: dict | None) -> list[str]:
         return []
     return ["## Where the finding is lost", "",
             "Rung 1 probes each frozen condition embedding C_M with a linear classifier fitted on training subjects; "
-            "rung 2 reads the finding on held-out truth images and on their VAE reconstructions; rung 3 on generated "
-            "images. A rung far below the one before it is where the finding is lost. Accuracy [95% Wilson interval] "
+            "rung 2 reads the finding on held-out truth images and on their VAE reconstructions; rung 3 on images of "
+            "an LDM conditioned on the finding itself for the same steps (the ceiling at this budget); rung 4 on "
+            "generated images. A rung far below the one before it is where the finding is lost. Accuracy [95% Wilson interval] "
             "(chance).", "", format_ladder(ladder).rstrip(), ""]
 
 

@@ -53,7 +53,34 @@ def test_the_ladder_table_shows_each_rung_with_n_interval_and_chance():
     reader = {"side_accuracy": 0.7, "side_accuracy_low": 0.6, "side_accuracy_high": 0.78, "side_accuracy_n": 100,
               "side_chance": 0.5}
     table = format_ladder({"condition": {"text": {"side": side}}, "vae": {"ct": {"truth": reader, "vae": reader}},
-                           "generation": {"text -> ct": reader}})
+                           "oracle": {"ct": {**reader, "steps": 300}}, "generation": {"text -> ct": reader}})
     assert "| 1 condition | text | linear probe on frozen C_text | 100 | - | 0.90 [0.80, 0.95] (0.50) | - |" in table
     assert "| 2 VAE | ct | reader on VAE reconstructions | 100 | - | 0.70 [0.60, 0.78] (0.50) | - |" in table
-    assert "| 3 generation | text -> ct | reader on generated images | 100 |" in table
+    assert "| 3 oracle | ct | reader on an LDM conditioned on the finding itself (300 steps) | 100 | - | 0.70" in table
+    assert "| 4 generation | text -> ct | reader on generated images | 100 |" in table
+
+
+def test_token_sequence_conditions_keep_their_shape_and_drop_whole_rows():
+    from medm2g.core.diffusion.conditional import condition_context
+
+    tokens = torch.randn(3, 5, 8)
+    keep = torch.tensor([True, False, True])
+    context = condition_context(tokens, keep)
+    assert context.shape == (3, 5, 8)
+    assert torch.equal(context[0], tokens[0]) and not context[1].any() and torch.equal(context[2], tokens[2])
+    assert condition_context(torch.randn(3, 8), keep).shape == (3, 1, 8)  # a pooled embedding is one token
+
+
+def test_an_oracle_condition_is_one_token_per_finding_field_with_room_for_the_unseen():
+    from medm2g.core.evaluation.oracle import FindingTokens
+    from medm2g.core.phantom.anatomy import Finding
+
+    seen = [Finding("haemorrhage", "left", "frontal"), Finding("infarct", "right", "occipital"), Finding("normal")]
+    tokens = FindingTokens(seen, width=16)
+    assert tokens.values["side"] == ["left", "none", "right"]
+    out = tokens([seen[0], seen[2], Finding("tumour", "left", "temporal")])
+    assert out.shape == (3, 3, 16)
+    assert torch.equal(out[0, 1], out[2, 1])  # both left
+    assert not torch.equal(out[0, 1], out[1, 1])  # left and none differ
+    unseen = tokens.tables["kind"].weight[len(tokens.values["kind"])]
+    assert torch.equal(out[2, 0], unseen)  # a type never seen in training gets the spare row
