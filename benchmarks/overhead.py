@@ -88,6 +88,8 @@ def load_setting(run: Path, round_number: int, device: str | None = None) -> Set
     config = load_run_config(layout.config)
     if device:
         config = attrs.evolve(config, device=device)
+    # the hand loop is the paper's round step: both latents noised to one t
+    config = attrs.evolve(config, cross_guidance=attrs.evolve(config.cross_guidance, timesteps="shared"))
     acceleration = config.acceleration
     if acceleration.mixed_precision != "no" or acceleration.gradient_accumulation_steps != 1 or acceleration.ema_decay:
         raise SystemExit("the hand loop is the float32, one micro-batch, no-EMA step: run on a run with the default "
