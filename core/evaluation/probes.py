@@ -129,11 +129,16 @@ def labelled_samples(manifests: Sequence[Manifest], modality: str, registry, spl
     return samples, findings
 
 
+def training_manifests(plan, registry) -> list[Manifest]:
+    """Every manifest the plan's pairs train on, each once."""
+    return [read_manifest(manifest_path(plan.graph, d), registry)
+            for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
+
+
 def condition_probes(run, plan, manifest: Manifest, subjects: int,
                      limit: int = PROBE_TRAINING_LIMIT) -> dict[str, dict[str, dict[str, float]]]:
     """modality -> field -> probe scores, for every modality the run conditions on (rung 1)."""
-    training = [read_manifest(manifest_path(plan.graph, d), run.registry)
-                for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
+    training = training_manifests(plan, run.registry)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for modality in run.conditionable():
         train_samples, train_findings = labelled_samples(training, modality, run.registry, "train", limit)
@@ -215,8 +220,7 @@ def finding_ladder(run, plan, manifest: Manifest, subjects: int, generation: Seq
     ladder: dict = {"condition": condition_probes(run, plan, manifest, subjects), "vae": {}, "oracle": {},
                     "generation": {}}
     targets = [m for m in run.generatable() if run.registry[m].spec.kind.is_imaging and manifest.having(m)]
-    training = [read_manifest(manifest_path(plan.graph, d), run.registry)
-                for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
+    training = training_manifests(plan, run.registry)
     for modality, reader in finding_readers(plan, run.registry, targets).items():
         images, findings = labelled_samples([manifest], modality, run.registry, None, subjects)
         if not findings:
