@@ -104,13 +104,18 @@ def score_samples(generated: list, truth: list, reader: ImageFindingReader | Non
     return scores
 
 
+def training_manifests(plan: TrainingPlan, registry) -> list[Manifest]:
+    """Every manifest the plan's pairs train on, each once."""
+    from medm2g.core.data.manifest import read_manifest
+
+    return [read_manifest(manifest_path(plan.graph, d), registry)
+            for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
+
+
 def finding_readers(plan: TrainingPlan, registry, targets: Sequence[str]) -> dict[str, ImageFindingReader]:
     """A finding reader per imaging target, fitted on the graph's training manifests, where the data
     are a phantom cohort (elsewhere there is no ground truth to read against, and no reader)."""
-    from medm2g.core.data.manifest import read_manifest
-
-    manifests = [read_manifest(manifest_path(plan.graph, d), registry)
-                 for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
+    manifests = training_manifests(plan, registry)
     readers = {}
     for target in targets:
         if registry[target].spec.kind.is_imaging:

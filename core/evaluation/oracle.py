@@ -23,6 +23,7 @@ from medm2g.core.diffusion.schedule import training_scheduler, training_target
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.image_findings import ImageFindingReader, image_finding_agreement
 from medm2g.core.progress import progress
+from medm2g.core.training.encoders import seeded_init
 
 logger = logging.getLogger("medm2g")
 
@@ -62,10 +63,10 @@ def oracle_scores(run, modality: str, reader: ImageFindingReader, train_images: 
     settings = config.ldm
     steps = steps or settings.steps
     started = time.perf_counter()
-    torch.manual_seed(seed)
     vae = run.vae(modality)
-    denoiser = run.registry[modality].unet(config.size, config.embed_dim).to(device).train()
-    tokens = FindingTokens(train_findings, config.embed_dim).to(device)
+    with seeded_init(seed, f"oracle {modality}"):  # fixed initial weights, the global random state untouched
+        denoiser = run.registry[modality].unet(config.size, config.embed_dim).to(device).train()
+        tokens = FindingTokens(train_findings, config.embed_dim).to(device)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         latents = torch.cat([vae.encode(torch.stack(list(train_images[i:i + 32])).to(device), generator=generator).float()

@@ -27,16 +27,15 @@ from typing import Mapping, Sequence
 import attrs
 import torch
 
-from medm2g.core.data.manifest import Manifest, read_manifest
+from medm2g.core.data.manifest import Manifest
 from medm2g.core.data.paired_dataset import PairedDataset
-from medm2g.core.evaluation.generation_eval import finding_readers
+from medm2g.core.evaluation.generation_eval import finding_readers, training_manifests
 from medm2g.core.evaluation.oracle import oracle_scores
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.metrics.proportion import Proportion, format_proportion
 from medm2g.core.metrics.retrieval import embed
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.image_findings import ImageFindingReader, image_finding_agreement, subject_finding
-from medm2g.core.training.data import manifest_path
 
 PROBE_FIELDS = ("kind", "side", "region")
 """What a probe reads from an embedding: the finding's type (normal included), and for lesioned
@@ -127,12 +126,6 @@ def labelled_samples(manifests: Sequence[Manifest], modality: str, registry, spl
             samples.append(dataset[index][modality])
             findings.append(finding)
     return samples, findings
-
-
-def training_manifests(plan, registry) -> list[Manifest]:
-    """Every manifest the plan's pairs train on, each once."""
-    return [read_manifest(manifest_path(plan.graph, d), registry)
-            for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
 
 
 def condition_probes(run, plan, manifest: Manifest, subjects: int,
