@@ -114,7 +114,10 @@ class Denoiser(Protocol):
     Without attached sub-layers ``guidance`` is None and the denoiser works as a plain one.
 
     Optional: ``enable_gradient_checkpointing()`` (the diffusers name) and
-    :class:`ExportsPretrained`.
+    :class:`ExportsPretrained`; and, for an imaging denoiser whose rounds with another imaging
+    modality should keep the source's anatomy, ``skip_connection_shapes()`` with a
+    ``skip_residuals`` argument to ``forward`` (see ``core.diffusion.spatial_guidance``; the
+    built-in image UNet has both). Without them the pair's spatial guidance is left out.
     """
 
     def forward(self, latents: "torch.Tensor", timesteps: "torch.Tensor", context: "torch.Tensor",

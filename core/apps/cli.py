@@ -198,6 +198,13 @@ def _command_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task(value: str) -> tuple[str, str]:
+    source, separator, target = value.partition(":")
+    if not separator or not source or not target:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected SOURCE:TARGET, for example mri:ct")
+    return source, target
+
+
 def _command_eval(args: argparse.Namespace) -> int:
     from medm2g.core.evaluation.generation_eval import format_generation_scores
     from medm2g.core.evaluation.run_eval import evaluate_run
@@ -208,7 +215,7 @@ def _command_eval(args: argparse.Namespace) -> int:
     run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
     result = evaluate_run(run, args.manifest, subjects=args.subjects, steps=args.steps, seed=args.seed,
                           command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features,
-                          ladder=args.finding_ladder, oracle=args.oracle or ())
+                          ladder=args.finding_ladder, oracle=args.oracle or (), only=args.task)
     if result.retrieval:
         print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
         print(format_retrieval(result.retrieval) + "\n")
@@ -386,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: this run's aligned encoder of each target modality, labelled as such; "
                                "never Inception)")
     evaluate.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
+    evaluate.add_argument("--task", action="append", type=_task, metavar="SOURCE:TARGET",
+                          help="score only this generation task (repeatable; default: every task of the run)")
     evaluate.add_argument("--finding-ladder", action="store_true",
                           help="also find where a stated finding is lost (data with known findings): probes of each "
                                "condition embedding, the reader on VAE reconstructions, then on generated images")

@@ -44,6 +44,13 @@ class CrossGuidanceConfig(OptimiserSettings):
     instead of X noised to Y's step, where at high t nothing of X is left. Its guidance tokens are
     zeroed where the condition is dropped (``diffusion.condition_dropout``), so classifier-free
     guidance amplifies what V_X says too. Joint sampling is the case t_A = t_B either way.
+
+    ``spatial``: a round between two imaging modalities also trains a spatial guidance each way
+    (``core.diffusion.spatial_guidance``, beyond the paper; ``spatial_width`` channels), the
+    source latent added where it lies to the target UNet's skip connections, so a translation keeps
+    the patient's anatomy. ``false`` is the paper's round: its group is planned but empty. The
+    path starts from nothing, unlike theta_c beside a trained attention, so it has a learning rate
+    of its own (``spatial_learning_rate``).
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"steps": 200, "batch_size": 16, "learning_rate": 1e-4, "weight_decay": 1e-4,
@@ -56,6 +63,9 @@ class CrossGuidanceConfig(OptimiserSettings):
     patch: int = attrs.field(default=4, validator=positive)
     timesteps: str = attrs.field(default="independent", validator=one_of(ROUND_TIMESTEPS))
     clean_source: float = attrs.field(default=0.5, validator=fraction)
+    spatial: bool = True
+    spatial_width: int = attrs.field(default=32, validator=positive)
+    spatial_learning_rate: float = attrs.field(default=3e-3, validator=positive)
 
 
 class Adaptation(nn.Module):

@@ -140,11 +140,13 @@ def fid_network(run: TrainedRun, target: str, spec: str | None) -> tuple[Feature
 
 def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, subjects: int = 16,
                         steps: int | None = None, seed: int = 0, fid_features: str | None = None,
-                        cross_guided: bool = True) -> list[TaskScore]:
+                        cross_guided: bool = True, only: Sequence[tuple[str, str]] | None = None) -> list[TaskScore]:
     """Scores for every (condition, output) modality pair the run and the plan have, in sorted order,
     then every direction of the run's translation edges (SynDiff, or another backend's), each by its own backend.
     ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row.
-    ``cross_guided=False`` conditions on prompt embeddings alone even where the run has round parts."""
+    ``cross_guided=False`` conditions on prompt embeddings alone even where the run has round parts.
+    ``only``: just these (source, target) tasks (one task at 100 subjects is a minute, all twelve twelve);
+    one the run cannot do is an error naming those it can."""
     if subjects < 1:
         raise ConfigError(f"eval: --subjects must be at least 1, got {subjects}")
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
@@ -155,6 +157,13 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     tasks = [(source, target, "medm2g") for source in sources for target in targets if source != target]
     tasks += [(source, target, run.translation_backend(source, target)) for source, target in run.translatable()
               if source in modalities and target in modalities]
+    if only is not None:
+        possible = {(source, target) for source, target, _ in tasks}
+        unknown = [f"{s}:{t}" for s, t in only if (s, t) not in possible]
+        if unknown:
+            raise ConfigError(f"eval: {', '.join(unknown)}: not a task of this run and manifest (tasks: "
+                              f"{', '.join(sorted(f'{s}:{t}' for s, t in possible))})")
+        tasks = [task for task in tasks if task[:2] in set(map(tuple, only))]
     backends = {name: generation_backend(name, run) for name in {backend for _, _, backend in tasks}}
     imaging_targets = sorted({t for _, t, _ in tasks if run.registry[t].spec.kind.is_imaging})
     readers = finding_readers(plan, run.registry, imaging_targets)

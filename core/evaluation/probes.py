@@ -32,6 +32,7 @@ from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.evaluation.generation_eval import finding_readers, training_manifests
 from medm2g.core.evaluation.oracle import oracle_scores
 from medm2g.core.io.checkpoints import write_json
+from medm2g.core.metrics.image import psnr, ssim
 from medm2g.core.metrics.proportion import Proportion, format_proportion
 from medm2g.core.metrics.retrieval import embed
 from medm2g.core.phantom.anatomy import Finding
@@ -154,15 +155,20 @@ def condition_probes(run, plan, manifest: Manifest, subjects: int,
 @torch.no_grad()
 def vae_reader_scores(run, reader: ImageFindingReader, images: Sequence[torch.Tensor],
                       findings: Sequence[Finding | None], seed: int = 0) -> dict[str, float]:
-    """The reader on VAE reconstructions of ``images`` (rung 2): side and lobe, with intervals."""
+    """The reader on VAE reconstructions of ``images`` (rung 2): side and lobe, with intervals; and
+    their PSNR and SSIM against the images, the fidelity ceiling of every generation task into this
+    modality (a latent translation cannot be closer to the truth than the VAE's own reconstruction)."""
     vae = run.vae(reader.modality)
     generator = torch.Generator().manual_seed(seed)
     reconstructions = []
     for start in range(0, len(images), 16):
         batch = torch.stack(list(images[start:start + 16])).to(run.device)
         latents = vae.encode(batch, generator=generator)  # the LatentVAE protocol's
-        reconstructions += list(vae.decode(latents).float().cpu())
-    return image_finding_agreement(reader, reconstructions, findings)
+        reconstructions += list(vae.decode(latents).float().clamp(-1, 1).cpu())
+    scores = image_finding_agreement(reader, reconstructions, findings)
+    truth, rebuilt = torch.stack([image.float().cpu() for image in images]), torch.stack(reconstructions)
+    scores.update({"psnr": float(psnr(rebuilt, truth).mean()), "ssim": float(ssim(rebuilt, truth).mean())})
+    return scores
 
 
 LADDER_FIELDS = ("side", "region")
@@ -185,6 +191,8 @@ def format_ladder(ladder: Mapping) -> str:
     for modality, scores in ladder.get("vae", {}).items():
         for what, prefix in (("reader on the truth images (ceiling)", "truth"), ("reader on VAE reconstructions", "vae")):
             row = scores.get(prefix, {})
+            if "psnr" in row:
+                what += f" (PSNR {row['psnr']:.1f} dB, SSIM {row['ssim']:.2f}: the fidelity ceiling)"
             lines.append(f"| 2 VAE | {modality} | {what} | {int(row.get('side_accuracy_n', 0))} | - | "
                          + " | ".join(cell(row, f"{f}_accuracy", f"{f}_chance") for f in LADDER_FIELDS) + " |")
     for modality, row in ladder.get("oracle", {}).items():

@@ -156,8 +156,10 @@ class CrossGuidedGenerator:
                 noise = {}
                 for m in request.outputs:  # each output attends to every *other* output's latent
                     others = torch.cat([tokens[o] for o in request.outputs if o != m], dim=1)
-                    one = guided(lambda z, t, conditioned, m=m, others=others:
-                                 sides[m].denoiser(z, timesteps, context(conditioned), others), scale)
+                    extra = self._spatial_residuals(m, {o: (latents[o], timesteps) for o in request.outputs if o != m},
+                                                    latents[m], timesteps)
+                    one = guided(lambda z, t, conditioned, m=m, others=others, extra=extra:
+                                 sides[m].denoiser(z, timesteps, context(conditioned), others, **extra), scale)
                     noise[m] = one(latents[m], timestep)
                 return noise
 
@@ -210,25 +212,44 @@ class CrossGuidedGenerator:
             noise.append(torch.randn(shape, generator=generator))
         return source, torch.cat(clean).to(self.run.device), torch.stack(noise).to(self.run.device)
 
+    def _spatial_residuals(self, target: str, sources: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                           latents: torch.Tensor, timesteps: torch.Tensor) -> dict:
+        """``{"skip_residuals": ...}``: the sum of the spatial paths from each source (latent, its
+        steps) into ``target`` at its ``latents`` and ``timesteps`` that the run trained, or ``{}``
+        where it trained none."""
+        total = None
+        for source, (source_latents, source_steps) in sources.items():
+            path = self.run.spatial_guidance(source, target)
+            if path is not None:
+                residuals = path(source_latents, source_steps, latents, timesteps)
+                total = residuals if total is None else total + residuals
+        return {} if total is None else {"skip_residuals": total}
+
     def _cross_conditioned(self, target: str, known, context, scale: float, size: int):
-        """``target``'s guided denoiser, attending to V_source of the condition's latent: clean (t = 0)
-        where the rounds drew the source's step on its own, else noised to the output's step t, as
-        the paper's rounds trained it."""
+        """``target``'s guided denoiser, attending to V_source of the condition's latent (and, between
+        two imaging modalities, adding it to the skip connections through the round's spatial
+        guidance): clean (t = 0) where the rounds drew the source's step on its own, else noised to
+        the output's step t, as the paper's rounds trained it. The unconditioned branch of
+        classifier-free guidance gets neither, as the rounds' dropped conditions did not."""
         source, clean, noise = known
         side, other = self.run.cross_guided(target), self.run.cross_guided(source)
         scheduler = sampling_scheduler(self.run.config.diffusion)
         device = self.run.device
         fixed = None
+        clean_steps = torch.zeros(size, dtype=torch.long, device=device)
         if self.run.config.cross_guidance.timesteps == "independent":  # the same tokens at every step
-            fixed = other.guidance(clean, torch.zeros(size, dtype=torch.long, device=device))
+            fixed = other.guidance(clean, clean_steps)
 
         def denoise(z, t, conditioned):
             timesteps = torch.as_tensor(t, device=device).expand(size)
             if fixed is not None:  # trained with zeroed tokens as the null guidance: guidance weighs V_source too
                 tokens = fixed if conditioned else torch.zeros_like(fixed)
+                known = (clean, clean_steps)
             else:
-                tokens = other.guidance(scheduler.add_noise(clean, noise, timesteps), timesteps)
-            return side.denoiser(z, timesteps, context(conditioned), tokens)
+                known = (scheduler.add_noise(clean, noise, timesteps), timesteps)
+                tokens = other.guidance(known[0], timesteps)
+            extra = self._spatial_residuals(target, {source: known}, z, timesteps) if conditioned else {}
+            return side.denoiser(z, timesteps, context(conditioned), tokens, **extra)
 
         return guided(denoise, scale)
 

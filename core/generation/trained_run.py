@@ -18,10 +18,11 @@ from torch import nn
 
 from medm2g.core.config.run_config import RunConfig, load_run_config, with_overrides
 from medm2g.core.diffusion.attention import configure_attention
+from medm2g.core.diffusion.spatial_guidance import SpatialGuidance
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan
+from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan, spatial_guidance_owner
 from medm2g.core.training.autoencoding import load_vae
-from medm2g.core.training.cross_guided import CrossGuidedSide, build_side
+from medm2g.core.training.cross_guided import CrossGuidedSide, build_side, load_spatial_guidance
 from medm2g.core.training.encoders import load_prompt_encoders, resolve_device
 from medm2g.core.training.latent_diffusion import load_denoiser
 from medm2g.core.training.layout import RunLayout
@@ -74,6 +75,21 @@ class TrainedRun:
         side = self._ready(build_side(self.registry, modality, self.config, self.layout, load_trained=True))
         configure_attention(side.denoiser, self.config.attention, self.device)
         return side
+
+    @functools.cache
+    def spatial_guidance(self, source: str, target: str) -> SpatialGuidance | None:
+        """The spatial path from ``source``'s latent into ``target``'s denoiser that a completed round
+        trained, or None (no round of that pair trained one, or it was switched off)."""
+        for stage in self.plan.stages_of(StageKind.CROSS_GUIDED):
+            owner = spatial_guidance_owner(stage.modalities)
+            if (set(stage.modalities) == {source, target} and self.completed(stage)
+                    and ParamGroup(owner, Part.SPATIAL_GUIDANCE) in stage.trains
+                    and self.layout.spatial_guidance(owner).is_file()):
+                pair = stage.modalities
+                spatial = load_spatial_guidance(pair, {m: self.denoiser(m) for m in pair}, self.registry,
+                                                self.config, self.layout)
+                return self._ready(spatial).path(source, target)
+        return None
 
     @functools.cached_property
     def plan(self) -> TrainingPlan:

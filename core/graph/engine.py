@@ -45,6 +45,7 @@ class Part(str, enum.Enum):
     CROSS_GUIDANCE = "cross_guidance"  # the added sub-layer attending to V_B (eq. 6, theta_c)
     CONTEXT_ENCODER = "context_encoder"  # V_M, section 3.4
     ADAPTATION = "adaptation"  # f_M, eq. 5
+    SPATIAL_GUIDANCE = "spatial_guidance"  # an imaging pair's source-to-skip-connection path, owned by the pair
     ADVERSARIAL_DIFFUSION = "adversarial_diffusion"  # a translation pair's SynDiff networks, owned by the pair
     TRANSLATION = "translation"  # what another backend trains on a pair, owned by the pair
 
@@ -395,9 +396,16 @@ def _plan_medm2g_stages(graph: PairGraph, center: str, star: tuple[AlignmentEdge
         trained_sides = pair if number == 0 else (edge.modality,)
         frozen_sides = () if number == 0 else (edge.via,)
         trains = [g for side in trained_sides for g in _groups(side, CROSS_GUIDED_PARTS)]
+        if all(side in imaging for side in pair):  # new in this round, so nothing earlier is unfrozen
+            trains.append(ParamGroup(spatial_guidance_owner(pair), Part.SPATIAL_GUIDANCE))
         frozen = [g for side in pair for g in _groups(side, PRETRAINED_PARTS)]
         frozen += [g for side in frozen_sides for g in _groups(side, CROSS_GUIDED_PARTS)]
         add(StageKind.CROSS_GUIDED, pair, edge.datasets, trains, frozen)
+
+
+def spatial_guidance_owner(pair: tuple[str, str]) -> str:
+    """The label that owns a round's spatial guidance (both directions): ``ct-mri``."""
+    return f"{pair[0]}-{pair[1]}"
 
 
 def _star_path(star: tuple[AlignmentEdge, ...], center: str, source: str, target: str) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ def draw_plan(plan: TrainingPlan, path: Path | str) -> Path:
 
     for row, stage in enumerate(stages):
         trains: dict[str, list[str]] = {}
-        for group in stage.trains:  # a pair-owned group (SynDiff) shows under both of its modalities
+        for group in stage.trains:  # a pair-owned group (SynDiff, spatial guidance) shows under both of its modalities
             for owner in stage.modalities if group.modality not in names else (group.modality,):
                 trains.setdefault(owner, []).append(PART_ABBREVIATIONS[group.part])
         frozen = {g.modality for g in stage.frozen} - set(trains)
@@ -128,8 +128,9 @@ def draw_plan(plan: TrainingPlan, path: Path | str) -> Path:
     grid_ax.tick_params(length=0)
     for spine in grid_ax.spines.values():
         spine.set_visible(False)
-    grid_ax.set_title("What each stage trains (C prompt encoder, V context encoder,\n"
-                      "f adaptation, xattn cross-guidance sub-layer, SynDiff adversarial diffusion)", fontsize=9, pad=24)
+    grid_ax.set_title("What each stage trains (C prompt encoder, V context encoder, f adaptation,\n"
+                      "xattn cross-guidance sub-layer, spatial guidance of an imaging pair, SynDiff adversarial "
+                      "diffusion)", fontsize=9, pad=24)
     grid_ax.legend(handles=[Patch(fc=TRAIN_COLOUR, label="trained"), Patch(fc=FROZEN_COLOUR, label="frozen")],
                    loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"medm2g plan: {plan.graph.name or plan.graph.source}", fontsize=12, y=0.98)

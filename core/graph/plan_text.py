@@ -129,6 +129,7 @@ PART_ABBREVIATIONS = {
     Part.CROSS_GUIDANCE: "xattn",
     Part.CONTEXT_ENCODER: "V",
     Part.ADAPTATION: "f",
+    Part.SPATIAL_GUIDANCE: "spatial",
     Part.ADVERSARIAL_DIFFUSION: "SynDiff",
     Part.TRANSLATION: "translator",
 }

@@ -131,11 +131,37 @@ class ImageDenoiser(nn.Module):
             )
         )
 
+    def skip_connection_shapes(self) -> tuple[tuple[tuple[int, int, int], ...], tuple[int, int, int]]:
+        """(channels, height, width) of each skip connection the UNet's encoder hands its decoder, in
+        its order, and of the middle block's output: where a spatial guidance adds its residuals
+        (``core.diffusion.spatial_guidance``). diffusers keeps the input convolution's output and
+        each resnet's and downsampler's; a stride-2 downsampler gives ceil(size / 2)."""
+        config = self.unet.config
+        size = config.sample_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        channels = tuple(config.block_out_channels)
+        shapes = [(channels[0], height, width)]
+        for level, block_channels in enumerate(channels):
+            shapes += [(block_channels, height, width)] * config.layers_per_block
+            if level < len(channels) - 1:
+                height, width = (height + 1) // 2, (width + 1) // 2
+                shapes.append((block_channels, height, width))
+        return tuple(shapes), (channels[-1], height, width)
+
     def forward(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                guidance: torch.Tensor | None = None) -> torch.Tensor:
-        """``guidance`` (B, N, G): tokens for the cross-guidance sub-layers, once attached (eq. 6)."""
+                guidance: torch.Tensor | None = None, skip_residuals=None) -> torch.Tensor:
+        """``guidance`` (B, N, G): tokens for the cross-guidance sub-layers, once attached (eq. 6).
+        ``skip_residuals``: ``.down`` and ``.mid`` tensors added to the skip connections and the
+        middle block (a spatial guidance, shaped by :meth:`skip_connection_shapes`), and ``.out``
+        added to the prediction."""
         kwargs = {"guidance": guidance} if guidance is not None else None
-        return self.unet(latents, timesteps, encoder_hidden_states=context, cross_attention_kwargs=kwargs).sample
+        residuals = {}
+        if skip_residuals is not None:
+            residuals = {"down_block_additional_residuals": tuple(skip_residuals.down),
+                         "mid_block_additional_residual": skip_residuals.mid}
+        predicted = self.unet(latents, timesteps, encoder_hidden_states=context, cross_attention_kwargs=kwargs,
+                              **residuals).sample
+        return predicted if skip_residuals is None else predicted + skip_residuals.out
 
     def export_pretrained(self, folder) -> None:
         """A plain diffusers folder: ``UNet2DConditionModel.from_pretrained(folder)``."""

@@ -34,8 +34,9 @@ from medm2g.core.diffusion.cross_guidance import (
     denoiser_parameter_groups,
 )
 from medm2g.core.diffusion.schedule import training_scheduler, training_target
+from medm2g.core.diffusion.spatial_guidance import PairSpatialGuidance, SkipResiduals
 from medm2g.core.errors import CheckpointError
-from medm2g.core.graph.engine import ParamGroup, Part, Stage
+from medm2g.core.graph.engine import ParamGroup, Part, Stage, spatial_guidance_owner
 from medm2g.core.io.checkpoints import load_tensors, save_tensors
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.batches import make_batch, to_device
@@ -121,17 +122,47 @@ def build_side(registry: ModalityRegistry, modality: str, config: RunConfig, lay
 
 
 def side_loss(target: str, other: str, sides, targets, noisy, timesteps, embeddings, keep,
-              source: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+              source: tuple[torch.Tensor, torch.Tensor] | None = None, spatial=None) -> torch.Tensor:
     """L_cross^target (eq. 6): target's noise (or velocity, per the run's prediction type) from its
     noisy latent, conditioned on the other's prompt embedding and attending to V_other of the
     *other's* latent: noised to the same step (the paper), or ``source`` = (latent, its own steps),
-    whose guidance tokens are then zeroed where the condition is dropped (the null guidance)."""
+    whose guidance tokens are then zeroed where the condition is dropped (the null guidance).
+    ``spatial`` (a :class:`SpatialGuidance` from other into target) adds that same latent to the
+    target's skip connections, zeroed where the condition is dropped."""
     source_latent, source_steps = source if source is not None else (noisy[other], timesteps)
     guidance = sides[other].guidance(source_latent, source_steps)
     if source is not None:  # dropped with the condition, so classifier-free guidance weighs V_other too
         guidance = guidance * keep.to(guidance.dtype).view(-1, 1, 1)
-    predicted = sides[target].denoiser(noisy[target], timesteps, condition_context(embeddings[other], keep), guidance)
+    extra = {}
+    if spatial is not None:
+        residuals: SkipResiduals = spatial(source_latent, source_steps, noisy[target], timesteps)
+        extra["skip_residuals"] = residuals.scaled(keep)
+    predicted = sides[target].denoiser(noisy[target], timesteps, condition_context(embeddings[other], keep), guidance,
+                                       **extra)
     return torch.nn.functional.mse_loss(predicted.float(), targets[target].float())
+
+
+def build_spatial_guidance(pair: tuple[str, str], denoisers: Mapping[str, nn.Module], registry: ModalityRegistry,
+                           config: RunConfig) -> PairSpatialGuidance:
+    """The pair's spatial guidance (both directions where the denoisers take it), initialised from
+    (seed, pair); without paths when ``cross_guidance.spatial`` is off."""
+    owner = spatial_guidance_owner(pair)
+    settings = config.cross_guidance
+    with seeded_init(config.seed + 5, owner):
+        return PairSpatialGuidance(pair, dict(denoisers), {m: registry[m].spec.latent_shape for m in pair},
+                                   settings.spatial_width if settings.spatial else None)
+
+
+def load_spatial_guidance(pair: tuple[str, str], denoisers: Mapping[str, nn.Module], registry: ModalityRegistry,
+                          config: RunConfig, layout: RunLayout) -> PairSpatialGuidance:
+    """The spatial guidance a completed round saved for ``pair``."""
+    path = layout.spatial_guidance(spatial_guidance_owner(pair))
+    spatial = build_spatial_guidance(pair, denoisers, registry, config)
+    try:
+        spatial.load_state_dict(load_tensors(path))
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: spatial guidance does not fit this model: {str(error).splitlines()[0]}") from None
+    return spatial
 
 
 def independent_source(scheduler, latents: torch.Tensor, shard: Shard, clean_source: float,
@@ -162,10 +193,17 @@ class Round:
     encoders: dict[str, nn.Module]
     data: object  # the round's paired records
     batching: Batching
+    spatial: PairSpatialGuidance | None = None  # trained by this round when its plan says so
 
     def stateful(self) -> dict[str, nn.Module]:
-        """What a resumable state holds: the trainable parts of the trained sides."""
-        return {m: self.sides[m].trainable_parts() for m in self.trained_sides}
+        """What a resumable state holds: the trainable parts of the trained sides (and the spatial guidance)."""
+        state = {m: self.sides[m].trainable_parts() for m in self.trained_sides}
+        if self.spatial is not None:
+            state[SPATIAL_STATE] = self.spatial
+        return state
+
+
+SPATIAL_STATE = "spatial_guidance"
 
 
 def build_round(run: Run, stage: Stage) -> Round:
@@ -187,6 +225,11 @@ def build_round(run: Run, stage: Stage) -> Round:
         for part, parameters in denoiser_parameter_groups(sides[m].denoiser).items():
             if Part(part) is not Part.CROSS_GUIDANCE:
                 groups[ParamGroup(m, Part(part))] = parameters
+    spatial_group = ParamGroup(spatial_guidance_owner(pair), Part.SPATIAL_GUIDANCE)
+    spatial = None
+    if spatial_group in stage.trains:
+        spatial = build_spatial_guidance(pair, {m: sides[m].denoiser for m in pair}, registry, config).to(device)
+        groups[spatial_group] = list(spatial.parameters())
     parameters = trained_parameters(stage, groups)
     engine.cast_frozen(*sides.values(), *vaes.values(), *encoders.values())
     engine.checkpoint_gradients(*(side.denoiser for side in sides.values()))
@@ -198,7 +241,12 @@ def build_round(run: Run, stage: Stage) -> Round:
         for modality in trained_sides:
             embeddings = encoders[modality](to_device(sample[modality], device)).float()
             sides[modality].adaptation.initialise_from(embeddings, torch.Generator().manual_seed(config.seed))
-    optimizer = config.cross_guidance.optimiser(parameters, decoupled_weight_decay=False)  # the paper's Adam
+    spatial_ids = {id(p) for p in groups.get(spatial_group, ())}
+    parameter_groups = [{"params": [p for p in parameters if id(p) not in spatial_ids]},
+                        {"params": [p for p in parameters if id(p) in spatial_ids],
+                         "lr": config.cross_guidance.spatial_learning_rate}]
+    parameter_groups = [group for group in parameter_groups if group["params"]]
+    optimizer = config.cross_guidance.optimiser(parameter_groups, decoupled_weight_decay=False)  # the paper's Adam
     scheduler = training_scheduler(config.diffusion)
 
     encodings = {m: frozen_encodings(config, layout, m, vaes[m], encoders[m], data, engine) for m in pair}
@@ -216,15 +264,18 @@ def build_round(run: Run, stage: Stage) -> Round:
         a, b = pair
         terms = {}
         for target, other in ((a, b), (b, a)):
-            # a side's term trains its theta_c and the other's V, f: compute it when any of those train
-            if target in trained_sides or other in trained_sides:
+            path = spatial.path(other, target) if spatial is not None else None
+            # a side's term trains its theta_c, the other's V, f and the spatial path into it: compute it
+            # when any of those train
+            if target in trained_sides or other in trained_sides or path is not None:
                 source = (independent_source(scheduler, latents[other], shard, settings.clean_source, device)
                           if settings.timesteps == "independent" else None)
-                terms[target] = side_loss(target, other, sides, targets, noisy, timesteps, embeddings, keep, source)
+                terms[target] = side_loss(target, other, sides, targets, noisy, timesteps, embeddings, keep, source,
+                                          path)
         loss = sum(terms.values())
         return loss, {f"cross_{m}": float(t.detach()) for m, t in terms.items()}
 
-    return Round(stage, sides, trained_sides, optimizer, len(data), step_loss, vaes, encoders, data, batching)
+    return Round(stage, sides, trained_sides, optimizer, len(data), step_loss, vaes, encoders, data, batching, spatial)
 
 
 def run_round_stage(run: Run, stage: Stage) -> dict:
@@ -238,6 +289,12 @@ def run_round_stage(run: Run, stage: Stage) -> dict:
         for modality in round_.trained_sides:
             save_tensors(layout.cross_guided(modality), round_.sides[modality].trained_state(),
                          {"modality": modality, "stage": stage.title, "size": config.size.value})
+    weights = {m: str(layout.cross_guided(m)) for m in round_.trained_sides}
+    if round_.spatial is not None and len(round_.spatial.paths):
+        owner = spatial_guidance_owner(stage.modalities)
+        if engine.is_main:
+            save_tensors(layout.spatial_guidance(owner), round_.spatial.state_dict(),
+                         {"pair": owner, "stage": stage.title, "size": config.size.value})
+        weights[owner] = str(layout.spatial_guidance(owner))
     return complete_stage(layout, stage, stage_record(
-        stage, round_.records, config.cross_guidance.steps, seconds, history, config,
-        weights={m: str(layout.cross_guided(m)) for m in round_.trained_sides}), engine)
+        stage, round_.records, config.cross_guidance.steps, seconds, history, config, weights=weights), engine)

@@ -10,6 +10,7 @@
     RUN/models/<modality>/cross_guided.safetensors   V_M, f_M, theta_c from its multi-flow round
     RUN/models/<modality>/vae/, unet/             the same as plain diffusers folders, where the model can export one
     RUN/models/<a>-<b>/syndiff.safetensors        a translation edge's SynDiff (both directions, EMA included)
+    RUN/models/<a>-<b>/spatial_guidance.safetensors   an imaging round's spatial guidance (both directions)
     RUN/stages/<NN>-<kind>-<modalities>/record.json   what the stage did (written when it completes)
     RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
     RUN/stages/<NN>-.../history.jsonl            one line of losses per step
@@ -55,6 +56,10 @@ class RunLayout:
     def cross_guided(self, modality: str) -> Path:
         """V_M, f_M and the theta_c sub-layers of M's denoiser, from the round that trained them."""
         return self.root / "models" / modality / "cross_guided.safetensors"
+
+    def spatial_guidance(self, owner: str) -> Path:
+        """A round's spatial guidance, both directions of its pair (``owner``: the pair's label, ``ct-mri``)."""
+        return self.root / "models" / owner / "spatial_guidance.safetensors"
 
     def translation(self, a: str, b: str, backend: str = "syndiff") -> Path:
         """The weights a translation edge a-b trained with ``backend`` (SynDiff: both directions)."""

@@ -41,7 +41,8 @@ RESUMABLE_DIFFERENCES = {  # where and how it runs: the maths is the same
 DIVERGENCE_FIXES = {  # what a diverged stage is resumed with: the config.yaml is then rewritten
     "alignment.learning_rate", "alignment.warmup_steps", "vae.learning_rate", "vae.warmup_steps",
     "ldm.learning_rate", "ldm.text_learning_rate", "ldm.warmup_steps",
-    "cross_guidance.learning_rate", "cross_guidance.warmup_steps", "acceleration.skip_nonfinite_steps",
+    "cross_guidance.learning_rate", "cross_guidance.spatial_learning_rate", "cross_guidance.warmup_steps",
+    "acceleration.skip_nonfinite_steps",
     "syndiff.generator_learning_rate", "syndiff.discriminator_learning_rate",
 }
 

@@ -55,3 +55,15 @@ def test_the_truth_scored_against_itself_is_perfect_and_differs_from_a_shuffle()
 def test_eval_without_subjects_is_a_one_line_error(tiny_trained_run, capsys):
     assert main(["eval", str(tiny_trained_run), "--subjects", "0"]) == 1
     assert "eval: --subjects must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_eval_scores_only_the_tasks_asked_for(tiny_trained_run, capsys):
+    assert main(["eval", str(tiny_trained_run), "--subjects", "2", "--steps", "2", "--task", "xray:ct"]) == 0
+    record = json.loads((tiny_trained_run / "eval" / "generation.json").read_text())
+    assert [(t["source"], t["target"]) for t in record["tasks"]] == [("xray", "ct")]
+    assert record["settings"]["tasks"] == ["xray:ct"]
+    assert main(["eval", str(tiny_trained_run), "--task", "mri:ct"]) == 1
+    error = capsys.readouterr().err
+    assert "mri:ct: not a task of this run and manifest" in error and "text:xray" in error
+    with pytest.raises(SystemExit):
+        main(["eval", str(tiny_trained_run), "--task", "mri-ct"])

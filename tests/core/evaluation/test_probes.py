@@ -52,10 +52,12 @@ def test_the_ladder_table_shows_each_rung_with_n_interval_and_chance():
     side = {"accuracy": 0.9, "accuracy_low": 0.8, "accuracy_high": 0.95, "accuracy_n": 100, "chance": 0.5}
     reader = {"side_accuracy": 0.7, "side_accuracy_low": 0.6, "side_accuracy_high": 0.78, "side_accuracy_n": 100,
               "side_chance": 0.5}
-    table = format_ladder({"condition": {"text": {"side": side}}, "vae": {"ct": {"truth": reader, "vae": reader}},
+    reconstructed = {**reader, "psnr": 21.56, "ssim": 0.708}
+    table = format_ladder({"condition": {"text": {"side": side}}, "vae": {"ct": {"truth": reader, "vae": reconstructed}},
                            "oracle": {"ct": {**reader, "steps": 300}}, "generation": {"text -> ct": reader}})
     assert "| 1 condition | text | linear probe on frozen C_text | 100 | - | 0.90 [0.80, 0.95] (0.50) | - |" in table
-    assert "| 2 VAE | ct | reader on VAE reconstructions | 100 | - | 0.70 [0.60, 0.78] (0.50) | - |" in table
+    assert ("| 2 VAE | ct | reader on VAE reconstructions (PSNR 21.6 dB, SSIM 0.71: the fidelity ceiling) | 100 | - | "
+            "0.70 [0.60, 0.78] (0.50) | - |") in table
     assert "| 3 oracle | ct | reader on an LDM conditioned on the finding itself (300 steps) | 100 | - | 0.70" in table
     assert "| 4 generation | text -> ct | reader on generated images | 100 |" in table
 

@@ -58,6 +58,7 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
     assert set(ladder["condition"]) == {"text", "xray", "ct", "mri"}
     assert ladder["condition"]["text"]["kind"]["accuracy_n"] == 4
     assert set(ladder["vae"]) == {"xray", "ct", "mri"}
+    assert all(0 < ladder["vae"][m]["vae"]["psnr"] < 60 and -1 <= ladder["vae"][m]["vae"]["ssim"] <= 1 for m in ladder["vae"])
     assert set(ladder["oracle"]) == {"ct"} and ladder["oracle"]["ct"]["side_accuracy_n"] > 0  # the demo's default
     assert {"text -> ct", "mri -> ct"} <= set(ladder["generation"])
     assert (demo / "eval" / "finding-ladder.md").is_file()
