@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from medm2g.registry import load_modalities
+
+
+def pytest_configure(config):
+    """The README's test command runs the files in two pytest-xdist workers (``-n 2 --dist loadfile``
+    in pyproject.toml): the suite's models are tiny, so two files at once on one thread each beat
+    one file on two threads, and much of the suite waits on subprocesses (pip, the CLI, gloo).
+    Each worker, and every process it starts, gets one thread so the two do not fight for cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -109,3 +109,14 @@ def test_switched_off_the_round_plans_an_empty_group_and_trains_the_rest(transla
     assert len(round_.spatial.paths) == 0
     in_optimizer = [p for group in round_.optimizer.param_groups for p in group["params"]]
     assert len(round_.optimizer.param_groups) == 1 and in_optimizer
+
+
+def test_joint_sampling_adds_each_others_spatial_guidance(translation_run, installed, monkeypatch):
+    run, _ = translation_run
+    trained = TrainedRun.open(run, installed, device="cpu")
+    request = GenerationRequest(outputs=("ct", "xray"), joint=True, steps=3,
+                                conditions=(Condition("text", report(5), "a report"),))
+    with_paths = CrossGuidedGenerator(trained).generate(request)[0].outputs
+    monkeypatch.setattr(TrainedRun, "spatial_guidance", lambda self, source, target: None)
+    without = CrossGuidedGenerator(trained).generate(request)[0].outputs
+    assert not torch.allclose(with_paths["ct"], without["ct"]) and not torch.allclose(with_paths["xray"], without["xray"])

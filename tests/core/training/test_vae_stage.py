@@ -25,7 +25,7 @@ def trained_vaes(blob_cohort, installed, tmp_path_factory):
                        vae=VAEStageConfig(steps=40, batch_size=8, learning_rate=3e-3, checkpoint_every=20))
     plan = prepare_run(load_pair_graph(blob_cohort / "blobs.yaml", installed=installed), installed, config, run)
     stages = {stage.modalities[0]: stage for stage in plan.stages_of(StageKind.VAE)}
-    longer = attrs.evolve(config, vae=attrs.evolve(config.vae, text_steps=800, batch_size=16, checkpoint_every=400))  # GPT-2 needs more
+    longer = attrs.evolve(config, vae=attrs.evolve(config.vae, text_steps=800, batch_size=8, checkpoint_every=400))  # GPT-2 needs more
     records = {m: run_vae_stage(Run(config if m == "xray" else longer, installed, plan, RunLayout(run), Engine(config.acceleration, torch.device("cpu"))), stages[m])
                for m in ("xray", "text")}
     return plan, config, RunLayout(run), records
