@@ -61,7 +61,9 @@ def check(load, path, errors: type, started: float) -> None:
         assert message.startswith(f"{path}: "), message[:200]
         assert "\n" not in message and "\r" not in message, message[:400]
         assert len(message) <= len(str(path)) + LONGEST, (len(message), message[:400])
-    assert time.perf_counter() - started < 2, f"{time.perf_counter() - started:.1f} s"
+    # CPU seconds of this process, not wall time: the suite's other worker shares the machine; an
+    # expanding alias bomb or a quadratic parse would take minutes, not a few seconds
+    assert time.process_time() - started < 5, f"{time.process_time() - started:.1f} s of CPU"
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -73,8 +75,8 @@ def test_a_malformed_graph_or_run_config_is_one_bounded_line_quickly(tmp_path, t
     path = tmp_path / "g.yaml"
     # raw: the text's code points as bytes (non-UTF-8 where above 127); else the text in UTF-8
     path.write_bytes(text.encode("latin-1", errors="replace") if raw else text.encode("utf-8", errors="replace"))
-    check(lambda p: load_pair_graph(p, installed=INSTALLED), path, GraphError, time.perf_counter())
-    check(load_run_config, path, ConfigError, time.perf_counter())
+    check(lambda p: load_pair_graph(p, installed=INSTALLED), path, GraphError, time.process_time())
+    check(load_run_config, path, ConfigError, time.process_time())
 
 
 def jsonl(rows) -> str:
@@ -107,7 +109,7 @@ def test_a_malformed_manifest_is_one_bounded_line_quickly(tmp_path, installed, m
     suffix, text = manifest
     path = tmp_path / f"m{suffix}"
     path.write_bytes(text.encode("latin-1", errors="replace") if raw else text.encode("utf-8", errors="replace"))
-    check(lambda p: validate_manifest(read_manifest(p, installed), installed), path, DataError, time.perf_counter())
+    check(lambda p: validate_manifest(read_manifest(p, installed), installed), path, DataError, time.process_time())
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
