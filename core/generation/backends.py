@@ -156,6 +156,7 @@ class CrossGuidedGenerator:
                 noise = {}
                 for m in request.outputs:  # each output attends to every *other* output's latent
                     others = torch.cat([tokens[o] for o in request.outputs if o != m], dim=1)
+                    # like the tokens, in both branches of the guidance: joint outputs have no dropped source
                     extra = self._spatial_residuals(m, {o: (latents[o], timesteps) for o in request.outputs if o != m},
                                                     latents[m], timesteps)
                     one = guided(lambda z, t, conditioned, m=m, others=others, extra=extra:

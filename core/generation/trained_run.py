@@ -86,7 +86,8 @@ class TrainedRun:
                     and ParamGroup(owner, Part.SPATIAL_GUIDANCE) in stage.trains
                     and self.layout.spatial_guidance(owner).is_file()):
                 pair = stage.modalities
-                spatial = load_spatial_guidance(pair, {m: self.denoiser(m) for m in pair}, self.registry,
+                # the cross-guided denoisers the generator samples with anyway: only their skip shapes are read
+                spatial = load_spatial_guidance(pair, {m: self.cross_guided(m).denoiser for m in pair}, self.registry,
                                                 self.config, self.layout)
                 return self._ready(spatial).path(source, target)
         return None
