@@ -2,11 +2,12 @@
 
 Beyond the paper. Its cross-guidance (eq. 6) reaches A's denoiser only through attention to the
 tokens V_B([z^B, f_B]), and on the phantom cohort that path carried no anatomy: MRI -> CT gave the
-same head for every input MRI, 11 dB below a plain L1 translation UNet. Between two imaging
-modalities the source's anatomy is where the target's is, so this path reads B's latent at A's
-latent grid with a small convolutional encoder and adds its features to A's skip connections
-through 1x1 convolutions that start at zero, as ControlNet adds its encoder copy's features: a
-trained denoiser is unchanged until a round trains the path, and the denoiser itself stays frozen.
+same head for every input MRI, 12 dB below a plain L1 translation UNet (12.6 against 24.7 dB on 100
+held-out subjects). Between two imaging modalities the source's anatomy is where the target's is,
+so this path reads B's latent at A's latent grid with a small convolutional encoder and adds its
+features to A's skip connections, middle block and prediction through 1x1 convolutions that start
+at zero, as ControlNet adds its encoder copy's features: a trained denoiser is unchanged until a
+round trains the path, and the denoiser itself stays frozen.
 
 A round owns the path of its pair, both directions (``Part.SPATIAL_GUIDANCE`` of the pair's
 label): it is new in that round, so the multi-flow freezing of earlier rounds is untouched.
