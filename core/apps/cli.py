@@ -241,6 +241,7 @@ def _command_demo(args: argparse.Namespace) -> int:
     config = with_overrides(load_run_config(args.config or preset), seed=args.seed, device=args.device)
     metrics = run_demo(resolve_graph_path(args.graph), load_modalities(), config, args.out,
                        eval_subjects=args.subjects or (8 if args.quick else 16),
+                       headline_subjects=args.headline_subjects or (8 if args.quick else 100),
                        eval_steps=args.steps, oracle=tuple(args.oracle),
                        showcase_subjects=2 if args.quick else 3, command=shlex.join(["medm2g", *args.argv]))
     seconds = metrics["seconds"]
@@ -413,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run config instead of the demo preset (default: `demo`, with --quick `quick`)")
     demo.add_argument("--seed", type=int, help="random seed of data, training and sampling (default 0)")
     demo.add_argument("--subjects", type=int, help="held-out subjects per evaluated task (default 16, quick 8)")
+    demo.add_argument("--headline-subjects", type=int,
+                      help="held-out subjects of the headline tasks (text -> ct, mri -> ct and its baselines, every "
+                           "report task) and the finding ladder (default 100, quick 8)")
     demo.add_argument("--steps", type=int, help="sampling steps for evaluation and samples (default: the config's)")
     demo.add_argument("--device", help="auto (default), cpu, cuda, ...")
     demo.add_argument("--oracle", nargs="*", default=["ct"], metavar="MODALITY",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import attrs
 import torch
@@ -140,17 +140,21 @@ def fid_network(run: TrainedRun, target: str, spec: str | None) -> tuple[Feature
 
 def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, subjects: int = 16,
                         steps: int | None = None, seed: int = 0, fid_features: str | None = None,
-                        cross_guided: bool = True, only: Sequence[tuple[str, str]] | None = None) -> list[TaskScore]:
+                        cross_guided: bool = True, only: Sequence[tuple[str, str]] | None = None,
+                        task_subjects: Mapping[tuple[str, str], int] | None = None) -> list[TaskScore]:
     """Scores for every (condition, output) modality pair the run and the plan have, in sorted order,
     then every direction of the run's translation edges (SynDiff, or another backend's), each by its own backend.
     ``fid_features``: the FID feature network (:func:`fid_network`); each task's label is in its scores' row.
     ``cross_guided=False`` conditions on prompt embeddings alone even where the run has round parts.
     ``only``: just these (source, target) tasks (one task at 100 subjects is a minute, all twelve twelve);
-    one the run cannot do is an error naming those it can."""
-    if subjects < 1:
-        raise ConfigError(f"eval: --subjects must be at least 1, got {subjects}")
+    one the run cannot do is an error naming those it can. ``task_subjects``: more (or fewer) subjects for
+    some (source, target) tasks than ``subjects``, as the demo scores its headline tasks on 100 and
+    the rest on 16 (every task uses the first subjects of the same list)."""
+    task_subjects = dict(task_subjects or {})
+    if subjects < 1 or any(n < 1 for n in task_subjects.values()):
+        raise ConfigError(f"eval: --subjects must be at least 1, got {min([subjects, *task_subjects.values()])}")
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
-    records = held_out_subjects(manifest, modalities, run.registry, subjects)
+    records = held_out_subjects(manifest, modalities, run.registry, max([subjects, *task_subjects.values()]))
     trained = {frozenset((edge.modality, edge.via)) for edge in plan.star}
     sources = [m for m in sorted(modalities) if m in run.conditionable()]
     targets = [m for m in sorted(modalities) if m in run.generatable()]
@@ -172,15 +176,16 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     findings = held_out_findings(manifest, [r["subject_id"] for r in records], run.registry)
     results = []
     for source, target, backend in tasks:
-        conditions = [Condition(source, r[source], f"{source} {r['subject_id']}") for r in records]
+        chosen = records[:task_subjects.get((source, target), subjects)]
+        conditions = [Condition(source, r[source], f"{source} {r['subject_id']}") for r in chosen]
         request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, batch_size=16,
                                     steps=steps if backend == "medm2g" else None, cross_guided=cross_guided)
         generated = [sample.outputs[target] for sample in backends[backend].generate(request)]
-        truth = [r[target] for r in records]
+        truth = [r[target] for r in chosen]
         network, label = networks.get(target, (None, None))
-        scores = score_samples(generated, truth, readers.get(target), findings, network)
+        scores = score_samples(generated, truth, readers.get(target), findings[:len(chosen)], network)
         together = backend != "medm2g" or frozenset((source, target)) in trained
-        results.append(TaskScore(source, target, together, len(records), scores,
+        results.append(TaskScore(source, target, together, len(chosen), scores,
                                  tuple(zip(truth, generated))[:EXAMPLES], fid_features=label, backend=backend))
     return results
 

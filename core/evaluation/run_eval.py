@@ -8,7 +8,7 @@ generation task, translation edges' included, scored against the same subjects' 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import attrs
 
@@ -34,24 +34,29 @@ class RunEvaluation:
 def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: int = 16, steps: int | None = None,
                  seed: int = 0, command: str = "", fid_features: str | None = None,
                  folder: Path | None = None, cross_guided: bool = True, ladder: bool = False,
-                 oracle: Sequence[str] = (), only: Sequence[tuple[str, str]] | None = None) -> RunEvaluation:
+                 oracle: Sequence[str] = (), only: Sequence[tuple[str, str]] | None = None,
+                 task_subjects: Mapping[tuple[str, str], int] | None = None) -> RunEvaluation:
     """Score ``run`` on the graph's held-out manifest (or ``manifest_path``) and write RUN/eval (or
     ``folder``). ``fid_features`` names FID's feature network (default: the run's aligned encoders).
     ``ladder`` adds "where the finding is lost" (:mod:`.probes`) for data with known findings, with
     an oracle-conditioned LDM trained for each imaging modality in ``oracle``. ``only``: just these
-    (source, target) generation tasks."""
+    (source, target) generation tasks; ``task_subjects``: other subject counts for some of them (the ladder
+    then reads the largest count of subjects)."""
     plan = load_run_plan(run.layout, run.registry)
     manifest = evaluation_manifest(plan, run.registry, manifest_path)
     retrieval = (evaluate_alignment(plan, run.registry, run.config, run.layout.root, manifest)
                  if len(plan.aligned) >= 2 else [])  # a translation-only run has no aligned space to retrieve in
     scores = evaluate_generation(run, plan, manifest, subjects=subjects, steps=steps, seed=seed,
-                                 fid_features=fid_features, cross_guided=cross_guided, only=only)
+                                 fid_features=fid_features, cross_guided=cross_guided, only=only,
+                                 task_subjects=task_subjects)
     settings = {"manifest": str(manifest.path), "subjects": subjects, "steps": steps, "seed": seed,
                 **({"tasks": [f"{s}:{t}" for s, t in only]} if only is not None else {}),
+                **({"task_subjects": {f"{s}:{t}": n for (s, t), n in task_subjects.items()}} if task_subjects else {}),
                 "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)",
                 "cross_guided": cross_guided, "command": command}
     written = write_generation_scores(scores, run.registry, folder or run.layout.eval_dir, settings)
-    found = finding_ladder(run, plan, manifest, subjects, scores, seed, oracle) if ladder or oracle else None
+    ladder_subjects = max([subjects, *(task_subjects or {}).values()])
+    found = finding_ladder(run, plan, manifest, ladder_subjects, scores, seed, oracle) if ladder or oracle else None
     if found is not None:
         written.update({f"ladder_{k}": v for k, v in write_ladder(found, folder or run.layout.eval_dir).items()})
     return RunEvaluation(retrieval, scores, settings, manifest, written, found)

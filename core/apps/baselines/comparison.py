@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Collection
 
 import attrs
 
@@ -36,10 +37,20 @@ from medm2g.core.io.checkpoints import load_module, read_json, write_json
 from medm2g.core.metrics.proportion import format_proportion
 
 
+COMPARISON_ROWS = ("medm2g", "pix2pix", "syndiff", "unconditioned")
+"""Every row :func:`compare_translation` can compute, in its order."""
+
+
 def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest, source: str, target: str,
                         folder: Path, subjects: int, steps: int | None, seed: int,
-                        fid_features: str | None = None, cross_guided: bool = True) -> list[dict]:
-    """Score medm2g and the baselines on ``source`` -> ``target``; one dict per row."""
+                        fid_features: str | None = None, cross_guided: bool = True,
+                        rows_wanted: Collection[str] = COMPARISON_ROWS) -> list[dict]:
+    """Score medm2g and the baselines on ``source`` -> ``target``; one dict per row. ``rows_wanted``:
+    a subset of :data:`COMPARISON_ROWS` (the demo has medm2g's row from its evaluation already, and
+    no time for SynDiff)."""
+    unknown = sorted(set(rows_wanted) - set(COMPARISON_ROWS))
+    if unknown:
+        raise ValueError(f"compare_translation: unknown rows {unknown}; rows are {', '.join(COMPARISON_ROWS)}")
     modalities = [m for m in plan.graph.modalities if m in manifest.modalities]
     records = held_out_subjects(manifest, modalities, run.registry, subjects)
     truth = [r[target] for r in records]
@@ -48,7 +59,6 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     findings = held_out_findings(manifest, [r["subject_id"] for r in records], run.registry)
     network, label = fid_network(run, target, fid_features)
     generator = CrossGuidedGenerator(run)
-    ldm = run.config.ldm
     rows = []
 
     def add(name: str, generated: list, seconds: float, training: str) -> None:
@@ -59,12 +69,30 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     conditions = [Condition(source, s, f"{source} {r['subject_id']}") for s, r in zip(sources, records)]
     request = GenerationRequest(outputs=[target], conditions=conditions, seed=seed, steps=steps, batch_size=16,
                                 cross_guided=cross_guided)
-    cross = generator.cross_conditioning(request) if target in run.jointly_generatable() else None
-    started = time.perf_counter()
-    generated = [sample.outputs[target] for sample in generator.generate(request)]
-    add("medm2g" + (f" (cross-guided by {cross})" if cross else " (prompt embedding only)"), generated,
-        time.perf_counter() - started, "the run's plan")
+    if "medm2g" in rows_wanted:
+        cross = generator.cross_conditioning(request) if target in run.jointly_generatable() else None
+        started = time.perf_counter()
+        generated = [sample.outputs[target] for sample in generator.generate(request)]
+        add("medm2g" + (f" (cross-guided by {cross})" if cross else " (prompt embedding only)"), generated,
+            time.perf_counter() - started, "the run's plan")
+    if "pix2pix" in rows_wanted:
+        add_regression(add, run, plan, source, target, sources, folder)
+    if "syndiff" in rows_wanted:
+        add_syndiff(add, run, plan, source, target, sources, folder, request)
+    if "unconditioned" in rows_wanted:
+        unconditional = GenerationRequest(outputs=[target], samples_per_condition=len(records), seed=seed,
+                                          steps=steps, batch_size=16)
+        started = time.perf_counter()
+        sampled = [sample.outputs[target] for sample in generator.generate(unconditional)]
+        add(f"{target} LDM without condition", sampled, time.perf_counter() - started,
+            f"the run's {target} LDM, null context")
+    return rows
 
+
+def add_regression(add, run: TrainedRun, plan: TrainingPlan, source: str, target: str, sources: list,
+                   folder: Path) -> None:
+    """The pix2pix-style row: trained (or loaded from ``folder``) at the target LDM's steps and batch."""
+    ldm = run.config.ldm
     model, record = train_regression(plan.graph, source, target, run.registry, ldm.steps, ldm.batch_size,
                                      ldm.learning_rate, run.config.seed, run.device,
                                      folder / f"regression-{source}-{target}.safetensors")
@@ -74,6 +102,10 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
         f"{record['steps']} steps of {ldm.batch_size} on the {source}-{target} pairs"
         + (f", {record['seconds']:.0f} s" if record.get("seconds") else ""))
 
+
+def add_syndiff(add, run: TrainedRun, plan: TrainingPlan, source: str, target: str, sources: list, folder: Path,
+                request: GenerationRequest) -> None:
+    """The SynDiff row: trained unpaired at the same budget, sampled with the medm2g row's seeds."""
     syndiff, record = train_syndiff_baseline(run, plan, source, target, folder)
     started = time.perf_counter()
     translated = translate_images(syndiff, target, sources, [request.row_seed(i) for i in range(len(sources))],
@@ -81,14 +113,6 @@ def compare_translation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     add(f"SynDiff, unpaired ({syndiff.config.steps} steps)", translated, time.perf_counter() - started,
         f"{record['steps']} steps of {record['batch_size']} on the {source}-{target} data drawn unpaired"
         + (f", {record['seconds']:.0f} s" if record.get("seconds") else ""))
-
-    unconditional = GenerationRequest(outputs=[target], samples_per_condition=len(records), seed=seed, steps=steps,
-                                      batch_size=16)
-    started = time.perf_counter()
-    sampled = [sample.outputs[target] for sample in generator.generate(unconditional)]
-    add(f"{target} LDM without condition", sampled, time.perf_counter() - started,
-        f"the run's {target} LDM, null context")
-    return rows
 
 
 def train_syndiff_baseline(run: TrainedRun, plan: TrainingPlan, source: str, target: str,
@@ -127,6 +151,7 @@ def format_comparison(rows: list[dict], source: str, target: str) -> str:
         cells = [row["model"], f"{s['psnr']:.2f}", f"{s['ssim']:.3f}", f"{s['ms_ssim']:.3f}", f"{s.get('fid', float('nan')):.2f}"]
         cells += [f"{format_proportion(s, f + '_accuracy')} ({s[f + '_chance']:.2f}, "
                   f"{s.get(f + '_ceiling', float('nan')):.2f})" for f in clinical]
-        cells += [f"{row['seconds_per_image']:.3f}", row["training"]]
+        seconds = row.get("seconds_per_image")
+        cells += [f"{seconds:.3f}" if seconds is not None else "-", row["training"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -12,8 +12,11 @@ import logging
 import time
 from pathlib import Path
 
+from medm2g.core.apps.baselines.comparison import compare_translation
+from medm2g.core.apps.baselines.regression import pair_datasets
 from medm2g.core.apps.demo.report import write_report
 from medm2g.core.apps.demo.showcase import write_showcase
+from medm2g.core.apps.demo.targets import HEADLINE_IMAGE_TASKS, demo_targets
 from medm2g.core.config.run_config import RunConfig, run_config_to_dict
 from medm2g.core.evaluation.run_eval import evaluate_run
 from medm2g.core.generation.trained_run import TrainedRun
@@ -23,11 +26,40 @@ from medm2g.core.training.history import draw_run_curves, read_history
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.run import open_run
 from medm2g.core.training.trainer import train
-from medm2g.registry import ModalityRegistry
+from medm2g.registry import ModalityKind, ModalityRegistry
 
 logger = logging.getLogger("medm2g.demo")
 
-PHASES = ("data and plan", "training", "evaluation", "samples", "report")
+PHASES = ("data and plan", "training", "evaluation", "baselines", "samples", "report")
+BASELINE_TRANSLATIONS = (("mri", "ct"),)
+"""Translations the demo sets beside the pix2pix-style baseline and the target's unconditioned LDM."""
+
+
+def headline_tasks(run: TrainedRun) -> list[tuple[str, str]]:
+    """The (source, target) tasks the demo scores on its larger held-out set: those of
+    :data:`HEADLINE_IMAGE_TASKS` the run has, and every task into a text modality (the reports)."""
+    sources, targets = run.conditionable(), run.generatable()
+    tasks = [task for task in HEADLINE_IMAGE_TASKS if task[0] in sources and task[1] in targets]
+    tasks += [(source, target) for target in targets if run.registry[target].spec.kind == ModalityKind.TEXT
+              for source in sources if source != target]
+    return tasks
+
+
+def translation_baselines(run: TrainedRun, plan, evaluation, folder: Path, subjects: int, steps: int | None,
+                          seed: int) -> dict[str, list[dict]]:
+    """"source->target" -> rows: medm2g's (from the evaluation) beside the pix2pix-style baseline and the
+    target's LDM without a condition, on the same held-out subjects."""
+    found = {}
+    for source, target in BASELINE_TRANSLATIONS:
+        ours = next((row for row in evaluation.generation if (row.source, row.target) == (source, target)), None)
+        if ours is None or not pair_datasets(plan.graph, source, target):
+            continue
+        rows = compare_translation(run, plan, evaluation.manifest, source, target, folder, ours.subjects, steps, seed,
+                                   rows_wanted=("pix2pix", "unconditioned"))
+        medm2g = {"model": "medm2g", "scores": ours.scores, "seconds_per_image": None, "training": "the run's plan",
+                  "subjects": ours.subjects, "fid_features": ours.fid_features}
+        found[f"{source}->{target}"] = [medm2g, *rows]
+    return found
 
 
 def _phase(index: int, name: str) -> None:
@@ -35,7 +67,8 @@ def _phase(index: int, name: str) -> None:
 
 
 def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, out: Path, *, eval_subjects: int,
-             eval_steps: int | None, showcase_subjects: int, command: str, oracle: tuple[str, ...] = ()) -> dict:
+             eval_steps: int | None, showcase_subjects: int, command: str, oracle: tuple[str, ...] = (),
+             headline_subjects: int | None = None) -> dict:
     """Run every phase into ``out``; returns the metrics written to ``out/metrics.json``."""
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -57,18 +90,29 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
     _phase(3, PHASES[2])
     clock = time.perf_counter()
     run = TrainedRun.open(out, registry, device=config.device)
+    headline = {task: headline_subjects or eval_subjects for task in headline_tasks(run)}
     evaluation = evaluate_run(run, subjects=eval_subjects, steps=eval_steps, seed=config.seed, command=command,
-                              ladder=True, oracle=[m for m in oracle if m in plan.graph.modalities])
+                              ladder=True, oracle=[m for m in oracle if m in plan.graph.modalities],
+                              task_subjects=headline)
     seconds["evaluation"] = time.perf_counter() - clock
 
     _phase(4, PHASES[3])
+    clock = time.perf_counter()
+    baselines = translation_baselines(run, plan, evaluation, out / "baselines", headline_subjects or eval_subjects,
+                                      eval_steps, config.seed)
+    seconds["baselines"] = time.perf_counter() - clock
+
+    _phase(5, PHASES[4])
     clock = time.perf_counter()
     showcase = write_showcase(run, plan, evaluation.manifest, out / "samples",
                               subjects=showcase_subjects, seed=config.seed, steps=eval_steps, command=command)
     seconds["samples"] = time.perf_counter() - clock
 
-    _phase(5, PHASES[4])
+    _phase(6, PHASES[5])
     seconds["total"] = time.perf_counter() - started
+    generation = [{"source": s.source, "target": s.target, "trained_together": s.trained_together,
+                   "subjects": s.subjects, "scores": s.scores, "fid_features": s.fid_features}
+                  for s in evaluation.generation]
     metrics = {
         "command": command,
         "seed": config.seed,
@@ -77,9 +121,9 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
         "stages": [{"stage": r.stage.title, "seconds": r.record.get("seconds_this_session"), "steps": r.record.get("steps"),
                     "final": r.record.get("final", {}), "resumed_complete": r.skipped} for r in results],
         "retrieval": retrieval_to_dict(evaluation.retrieval),
-        "generation": [{"source": s.source, "target": s.target, "trained_together": s.trained_together,
-                        "subjects": s.subjects, "scores": s.scores, "fid_features": s.fid_features}
-                       for s in evaluation.generation],
+        "targets": demo_targets(generation, baselines, round(seconds["total"], 1)),
+        "generation": generation,
+        "translation_baselines": baselines,
         "evaluation_settings": evaluation.settings,
         "finding_ladder": evaluation.ladder,
         "samples": showcase,

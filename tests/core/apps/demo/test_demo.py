@@ -22,7 +22,8 @@ def demo(tmp_path_factory, tiny_run_config):
     config = folder / "tiny.yaml"
     config.write_text(tiny_run_config + DEMO_ADDITIONS)
     out = folder / "demo"
-    assert main(["demo", "--out", str(out), "--config", str(config), "--subjects", "4", "--device", "cpu"]) == 0
+    assert main(["demo", "--out", str(out), "--config", str(config), "--subjects", "4", "--headline-subjects", "6",
+                 "--device", "cpu"]) == 0
     return out
 
 
@@ -51,12 +52,28 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
         assert task["fid_features"] == f"FID[medm2g C_{task['target']}]"
         assert 0 <= scores["side_accuracy"] <= 1 and 0 <= scores["side_chance"] <= 1  # the phantom's image reader
         assert scores["side_accuracy_low"] <= scores["side_accuracy"] <= scores["side_accuracy_high"]
-        assert 0 < scores["side_accuracy_n"] <= 4
-    for task in reports:
-        assert 0 <= task["scores"]["bleu_4"] <= task["scores"]["bleu_1"] <= 1
+        headline = (task["source"], task["target"]) in {("text", "ct"), ("mri", "ct")}
+        assert task["subjects"] == (6 if headline else 4)
+        assert 0 < scores["side_accuracy_n"] <= task["subjects"]
+    for task in reports:  # every report task is a headline task
+        assert 0 <= task["scores"]["bleu_4"] <= task["scores"]["bleu_1"] <= 1 and task["subjects"] == 6
+    baselines = metrics["translation_baselines"]["mri->ct"]  # beside mri -> ct, on the same subjects
+    assert [row["model"].split(" ")[0] for row in baselines] == ["medm2g", "pix2pix-style", "ct"]
+    assert all(row["subjects"] == 6 and np.isfinite(row["scores"]["psnr"]) for row in baselines)
+    targets = metrics["targets"]
+    judged = sum(int(t["scores"].get("contradiction_n", 0)) for t in reports)  # a tiny run's reports are rarely readable
+    assert set(targets) == {"text_to_ct_side", "mri_to_ct_side", "mri_to_ct_psnr_gap", "minutes"} | (
+        {"report_contradiction"} if judged else set())
+    mri_ct = next(t for t in images if (t["source"], t["target"]) == ("mri", "ct"))
+    assert targets["mri_to_ct_side"]["value"] == mri_ct["scores"]["side_accuracy"]
+    assert targets["mri_to_ct_psnr_gap"]["value"] == pytest.approx(
+        mri_ct["scores"]["psnr"] - baselines[1]["scores"]["psnr"])
+    if judged:
+        assert targets["report_contradiction"]["n"] == judged <= 18
+    assert targets["minutes"]["value"] == pytest.approx(metrics["seconds"]["total"] / 60)
     ladder = metrics["finding_ladder"]  # where the finding is lost: every rung, with its n
     assert set(ladder["condition"]) == {"text", "xray", "ct", "mri"}
-    assert ladder["condition"]["text"]["kind"]["accuracy_n"] == 4
+    assert ladder["condition"]["text"]["kind"]["accuracy_n"] == 6  # the ladder reads the headline subjects
     assert set(ladder["vae"]) == {"xray", "ct", "mri"}
     assert all(0 < ladder["vae"][m]["vae"]["psnr"] < 60 and -1 <= ladder["vae"][m]["vae"]["ssim"] <= 1 for m in ladder["vae"])
     assert set(ladder["oracle"]) == {"ct"} and ladder["oracle"]["ct"]["side_accuracy_n"] > 0  # the demo's default
@@ -73,7 +90,8 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
 def test_the_report_shows_every_section_and_links_pictures_that_exist(demo):
     report = (demo / "report.md").read_text()
     for heading in ("## The plan", "## Training", "## Cross-modal retrieval", "## Generation against the held-out truth",
-                    "## Where the finding is lost", "## Samples of every task", "## Reproduce"):
+                    "## Where the finding is lost", "## Samples of every task", "## Reproduce", "## Targets",
+                    "## mri -> ct beside its baselines"):
         assert heading in report
     assert "not Inception FID" in report
     links = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
