@@ -36,7 +36,6 @@ from medm2g.core.graph.engine import TrainingPlan
 from medm2g.core.io.checkpoints import load_module, read_json, write_json
 from medm2g.core.metrics.proportion import format_proportion
 
-
 COMPARISON_ROWS = ("medm2g", "pix2pix", "syndiff", "unconditioned")
 """Every row :func:`compare_translation` can compute, in its order."""
 
