@@ -232,6 +232,20 @@ def _command_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_tune_guidance(args: argparse.Namespace) -> int:
+    from medm2g.core.evaluation.guidance_tuning import format_tuned_guidance, tune_guidance
+    from medm2g.core.generation.trained_run import TrainedRun
+    from medm2g.registry import load_modalities
+
+    run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
+    record = tune_guidance(run, scales=args.scales, subjects=args.subjects, steps=args.steps, seed=args.seed,
+                           only=args.task)
+    print(f"guidance scale per task, chosen on validation subjects (written: {run.layout.tuned_guidance}; "
+          "`generate` and `eval` use it unless --guidance is given):")
+    print(format_tuned_guidance(record))
+    return 0
+
+
 def _command_demo(args: argparse.Namespace) -> int:
     from medm2g.core.apps.demo.pipeline import run_demo
     from medm2g.core.config.run_config import load_run_config, with_overrides
@@ -368,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-n", type=int, default=1, help="samples per condition (default 1)")
     generate.add_argument("--seed", type=int, default=0, help="row i uses seed+i (default 0)")
     generate.add_argument("--steps", type=int, help="sampling steps (default: the run's, 50; syndiff: its 4)")
-    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the run's, 2.0)")
+    generate.add_argument("--guidance", type=float,
+                          help="classifier-free guidance scale (default: the one `medm2g tune-guidance` chose for "
+                               "the task, else the run config's, 2.0)")
     generate.add_argument("--slice", type=int, help="which slice of a volume condition (default: the middle one)")
     generate.add_argument("--format", help="file type for imaging outputs: png, nii.gz, dcm or npy "
                                            "(default: png for images, nii.gz for volumes)")
@@ -403,6 +419,20 @@ def build_parser() -> argparse.ArgumentParser:
                           help="add to the finding ladder an LDM of each imaging MODALITY conditioned on the finding "
                                "itself, trained for the run's LDM steps: the ceiling at this budget (it trains: minutes)")
     evaluate.set_defaults(run=_command_eval)
+
+    tune = commands.add_parser(
+        "tune-guidance", help="choose each task's classifier-free guidance scale on validation subjects "
+                              "(RUN/guidance.json, used by generate and eval)")
+    tune.add_argument("run_dir", metavar="RUN", type=Path, help="a run folder written by `medm2g train`")
+    tune.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0],
+                      help="candidate scales (default 1 2 3 5)")
+    tune.add_argument("--subjects", type=int, default=32, help="validation subjects per task (default 32)")
+    tune.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
+    tune.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    tune.add_argument("--task", action="append", type=_task, metavar="SOURCE:TARGET",
+                      help="tune only this task (repeatable; default: every task with validation pairs)")
+    tune.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
+    tune.set_defaults(run=_command_tune_guidance)
 
     demo = commands.add_parser(
         "demo", help="the main job end to end: phantom data, the whole plan, evaluation, samples of every task, report.md")

@@ -35,8 +35,9 @@ from medm2g.registry import ModalityKind
 @attrs.frozen
 class GenerationRequest:
     """What to generate. No conditions means unconditional sampling; ``joint`` samples the
-    outputs together (cross-guided) rather than each on its own. ``steps`` and
-    ``guidance_scale`` default to the run config's diffusion settings."""
+    outputs together (cross-guided) rather than each on its own. ``steps`` defaults to the run
+    config's; ``guidance_scale`` to the scale tuned for the task on validation subjects, else the
+    config's (:meth:`CrossGuidedGenerator.guidance_scales`)."""
 
     outputs: tuple[str, ...] = attrs.field(converter=tuple)
     conditions: tuple[Condition, ...] = attrs.field(default=(), converter=tuple)
@@ -132,14 +133,14 @@ class CrossGuidedGenerator:
         """One batch of rows; ``embedded`` holds every condition's prompt embedding (None: unconditional)."""
         run, device = self.run, self.run.device
         diffusion = run.config.diffusion
-        scale = diffusion.guidance_scale if request.guidance_scale is None else request.guidance_scale
+        scales = self.guidance_scales(request)
         steps = request.steps or diffusion.sampling_steps
         if embedded is not None:
             embeddings = embedded[torch.tensor([c for c, _ in rows])]
             keep_when_conditioned = True
         else:  # the null context, the one condition dropout taught every denoiser
             embeddings = torch.zeros(len(rows), run.config.embed_dim, device=device)
-            keep_when_conditioned, scale = False, 1.0
+            keep_when_conditioned, scales = False, {m: 1.0 for m in request.outputs}
         shapes = {m: (len(rows), *run.registry[m].spec.latent_shape) for m in request.outputs}
         size = len(rows)
 
@@ -160,7 +161,8 @@ class CrossGuidedGenerator:
                     extra = self._spatial_residuals(m, {o: (latents[o], timesteps) for o in request.outputs if o != m},
                                                     latents[m], timesteps)
                     one = guided(lambda z, t, conditioned, m=m, others=others, extra=extra:
-                                 sides[m].denoiser(z, timesteps, context(conditioned), others, **extra), scale)
+                                 sides[m].denoiser(z, timesteps, context(conditioned), others, **extra),
+                                 scales[m])
                     noise[m] = one(latents[m], timestep)
                 return noise
 
@@ -172,12 +174,12 @@ class CrossGuidedGenerator:
             known = self._condition_latents(request, rows, seeds)
             for m in request.outputs:
                 if known is not None and m != known[0] and m in run.jointly_generatable():
-                    one = self._cross_conditioned(m, known, context, scale, size)
+                    one = self._cross_conditioned(m, known, context, scales[m], size)
                 else:
                     denoiser = run.denoiser(m)
                     one = guided(lambda z, t, conditioned, denoiser=denoiser:
                                  denoiser(z, torch.as_tensor(t, device=device).expand(size), context(conditioned)),
-                                 scale)
+                                 scales[m])
                 generators = [torch.Generator().manual_seed(modality_seed(seed, m)) for seed in seeds]
                 latents[m] = sample_jointly(lambda z, t, one=one, m=m: {m: one(z[m], t)}, {m: shapes[m]},
                                             {m: sampling_scheduler(diffusion)}, steps, generators, device,
@@ -185,7 +187,22 @@ class CrossGuidedGenerator:
         return {m: self._decode(m, z) for m, z in latents.items()}
 
     def describe(self, request: GenerationRequest) -> dict:
-        return {"latent_cross_guidance_from": self.cross_conditioning(request)}
+        return {"latent_cross_guidance_from": self.cross_conditioning(request),
+                "guidance_scale_per_output": self.guidance_scales(request)}
+
+    def guidance_scales(self, request: GenerationRequest) -> dict[str, float]:
+        """Each output's classifier-free guidance scale: the request's when it names one; else the scale
+        ``medm2g tune-guidance`` chose on validation subjects for this (condition modality, output) task,
+        when every condition has one modality and the outputs are sampled each on its own; else the
+        run config's."""
+        default = self.run.config.diffusion.guidance_scale
+        if request.guidance_scale is not None:
+            return {m: request.guidance_scale for m in request.outputs}
+        sources = {condition.modality for condition in request.conditions}
+        if request.joint or len(sources) != 1:
+            return {m: default for m in request.outputs}
+        source = sources.pop()
+        return {m: self.run.tuned_guidance.get((source, m), default) for m in request.outputs}
 
     def cross_conditioning(self, request: GenerationRequest) -> str | None:
         """The modality whose known latent the outputs attend to, or None (prompt embedding only):

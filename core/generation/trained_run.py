@@ -21,6 +21,7 @@ from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.spatial_guidance import SpatialGuidance
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan, spatial_guidance_owner
+from medm2g.core.io.checkpoints import read_json
 from medm2g.core.training.autoencoding import load_vae
 from medm2g.core.training.cross_guided import CrossGuidedSide, build_side, load_spatial_guidance
 from medm2g.core.training.encoders import load_prompt_encoders, resolve_device
@@ -52,6 +53,21 @@ class TrainedRun:
 
     def _ready(self, module: nn.Module) -> nn.Module:
         return module.to(self.device).eval().requires_grad_(False)
+
+    @functools.cached_property
+    def tuned_guidance(self) -> dict[tuple[str, str], float]:
+        """(condition modality, output) -> the guidance scale ``medm2g tune-guidance`` chose on validation
+        subjects; empty when the run was never tuned (generation then uses the config's scale)."""
+        path = self.layout.tuned_guidance
+        if not path.is_file():
+            return {}
+        tasks = read_json(path).get("tasks", {})
+        try:
+            return {tuple(task.split(":", 1)): float(row["scale"]) for task, row in tasks.items()}
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path}: tasks.<source:target>.scale must be a number for every task "
+                                  f"({type(error).__name__}: {error}); rerun `medm2g tune-guidance {self.layout.root}`"
+                                  ) from None
 
     @functools.cache
     def encoder(self, modality: str) -> nn.Module:

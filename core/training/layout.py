@@ -97,3 +97,8 @@ class RunLayout:
     @property
     def eval_dir(self) -> Path:
         return self.root / "eval"
+
+    @property
+    def tuned_guidance(self) -> Path:
+        """Classifier-free guidance scale per task, chosen on validation subjects (``medm2g tune-guidance``)."""
+        return self.root / "guidance.json"
