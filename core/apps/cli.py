@@ -215,7 +215,8 @@ def _command_eval(args: argparse.Namespace) -> int:
     run = TrainedRun.open(args.run_dir, load_modalities(), device=args.device)
     result = evaluate_run(run, args.manifest, subjects=args.subjects, steps=args.steps, seed=args.seed,
                           command=shlex.join(["medm2g", *args.argv]), fid_features=args.fid_features,
-                          ladder=args.finding_ladder, oracle=args.oracle or (), only=args.task)
+                          ladder=args.finding_ladder, oracle=args.oracle or (), only=args.task,
+                          other_words=args.other_words or ())
     if result.retrieval:
         print(f"held-out retrieval ({result.retrieval[0].subjects} subjects; 'no': never trained together):")
         print(format_retrieval(result.retrieval) + "\n")
@@ -226,6 +227,11 @@ def _command_eval(args: argparse.Namespace) -> int:
 
         print("where the finding is lost (95% intervals; chance in brackets):")
         print(format_ladder(result.ladder))
+    if result.other_words:
+        from medm2g.core.evaluation.other_words import format_other_words
+
+        print("reports in other words, against the template (same findings, same seeds):")
+        print(format_other_words(result.other_words))
     written = result.written
     print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name}"
           f"{' and retrieval.*' if result.retrieval else ''} in {written['json'].parent}")
@@ -418,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--oracle", nargs="+", metavar="MODALITY",
                           help="add to the finding ladder an LDM of each imaging MODALITY conditioned on the finding "
                                "itself, trained for the run's LDM steps: the ceiling at this budget (it trains: minutes)")
+    evaluate.add_argument("--other-words", nargs="+", metavar="MODALITY",
+                          help="also generate each imaging MODALITY from the held-out reports and from the same "
+                               "findings in words the cohort never uses, and compare the side read (phantom data)")
     evaluate.set_defaults(run=_command_eval)
 
     tune = commands.add_parser(

@@ -98,3 +98,21 @@ def test_the_report_shows_every_section_and_links_pictures_that_exist(demo):
     assert len(links) >= 4 + len(TASKS)
     for link in links:
         assert (demo / link).is_file(), link
+
+
+def test_eval_compares_reports_in_other_words_with_the_template_on_the_same_subjects(demo, tmp_path, capsys):
+    import shutil
+
+    from medm2g.core.apps.cli import main
+
+    run = shutil.copytree(demo, tmp_path / "run")  # the demo's own eval/ stays as the tests above read it
+    assert main(["eval", str(run), "--task", "text:ct", "--subjects", "6", "--steps", "2", "--other-words", "ct"]) == 0
+    reworded = json.loads((run / "eval" / "other-words.json").read_text())["ct"]
+    n = reworded["template"]["side_accuracy_n"]
+    assert 0 < n <= 6 and reworded["other_words"]["side_accuracy_n"] == n  # the same lesioned subjects
+    assert reworded["side_difference"] == pytest.approx(
+        reworded["other_words"]["side_accuracy"] - reworded["template"]["side_accuracy"])
+    assert all("Impression" in r for r in reworded["examples"]["template"])
+    assert not any("Impression" in r for r in reworded["examples"]["other_words"])
+    out = capsys.readouterr().out
+    assert "reports in other words" in out and "| text -> ct | other words |" in out
