@@ -57,7 +57,9 @@ def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: i
                 **({"tasks": [f"{s}:{t}" for s, t in only]} if only is not None else {}),
                 **({"task_subjects": {f"{s}:{t}": n for (s, t), n in task_subjects.items()}} if task_subjects else {}),
                 "fid_features": fid_features or "medm2g aligned encoders C_M (not Inception)",
-                "cross_guided": cross_guided, "command": command}
+                "cross_guided": cross_guided, "command": command,
+                "guidance": {f"{a}:{b}": scale for (a, b), scale in run.tuned_guidance.items()}
+                or f"the run config's ({run.config.diffusion.guidance_scale:g}), no tuned scales"}
     written = write_generation_scores(scores, run.registry, folder or run.layout.eval_dir, settings)
     ladder_subjects = max([subjects, *(task_subjects or {}).values()])
     found = finding_ladder(run, plan, manifest, ladder_subjects, scores, seed, oracle) if ladder or oracle else None

@@ -140,7 +140,7 @@ class CrossGuidedGenerator:
             keep_when_conditioned = True
         else:  # the null context, the one condition dropout taught every denoiser
             embeddings = torch.zeros(len(rows), run.config.embed_dim, device=device)
-            keep_when_conditioned, scales = False, {m: 1.0 for m in request.outputs}
+            keep_when_conditioned = False  # and scale 1 (guidance_scales)
         shapes = {m: (len(rows), *run.registry[m].spec.latent_shape) for m in request.outputs}
         size = len(rows)
 
@@ -194,8 +194,10 @@ class CrossGuidedGenerator:
         """Each output's classifier-free guidance scale: the request's when it names one; else the scale
         ``medm2g tune-guidance`` chose on validation subjects for this (condition modality, output) task,
         when every condition has one modality and the outputs are sampled each on its own; else the
-        run config's."""
+        run config's. Unconditional sampling uses 1 (the null context alone)."""
         default = self.run.config.diffusion.guidance_scale
+        if not request.conditions:  # unconditional: nothing to guide toward, the null context alone
+            return {m: 1.0 for m in request.outputs}
         if request.guidance_scale is not None:
             return {m: request.guidance_scale for m in request.outputs}
         sources = {condition.modality for condition in request.conditions}

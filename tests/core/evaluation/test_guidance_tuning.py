@@ -41,6 +41,10 @@ def test_each_paired_task_gets_the_best_scale_on_validation_subjects_and_generat
     assert generator.guidance_scales(GenerationRequest(["xray"], report, guidance_scale=7.0)) == {"xray": 7.0}
     assert generator.guidance_scales(GenerationRequest(["xray", "ct"], report, joint=True)) == {
         "xray": default, "ct": default}
+    assert generator.guidance_scales(GenerationRequest(["xray"])) == {"xray": 1.0}  # unconditional: the null context
+    assert main(["eval", str(run_copy), "--task", "text:xray", "--subjects", "2", "--steps", "2"]) == 0
+    settings = json.loads((run_copy / "eval" / "generation.json").read_text())["settings"]
+    assert settings["guidance"] == {"text:xray": tuned["scale"]}  # the evaluation says which scales it used
 
 
 def test_bad_scales_and_a_broken_record_are_one_line_errors(run_copy, capsys):
