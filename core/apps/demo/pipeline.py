@@ -1,7 +1,8 @@
 """``medm2g demo``: the main job end to end, in one folder a newcomer opens first.
 
-Phantom cohort, the whole plan of the paper's graph, the evaluation, sample grids of
-every task, loss curves, ``metrics.json`` and ``report.md``. Every phase is timed and
+Phantom cohort, the whole plan of the paper's graph, the evaluation (its headline tasks on
+more subjects), MRI -> CT beside its baselines, the demo's targets, sample grids of every
+task, loss curves, ``metrics.json`` and ``report.md``. Every phase is timed and
 the folder is an ordinary run folder, so ``medm2g generate`` and ``medm2g eval`` work
 on it afterwards and an interrupted demo resumes where it stopped.
 """
@@ -45,10 +46,10 @@ def headline_tasks(run: TrainedRun) -> list[tuple[str, str]]:
     return tasks
 
 
-def translation_baselines(run: TrainedRun, plan, evaluation, folder: Path, subjects: int, steps: int | None,
+def translation_baselines(run: TrainedRun, plan, evaluation, folder: Path, steps: int | None,
                           seed: int) -> dict[str, list[dict]]:
     """"source->target" -> rows: medm2g's (from the evaluation) beside the pix2pix-style baseline and the
-    target's LDM without a condition, on the same held-out subjects."""
+    target's LDM without a condition, on the subjects the evaluation scored that task on."""
     found = {}
     for source, target in BASELINE_TRANSLATIONS:
         ours = next((row for row in evaluation.generation if (row.source, row.target) == (source, target)), None)
@@ -98,8 +99,7 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
 
     _phase(4, PHASES[3])
     clock = time.perf_counter()
-    baselines = translation_baselines(run, plan, evaluation, out / "baselines", headline_subjects or eval_subjects,
-                                      eval_steps, config.seed)
+    baselines = translation_baselines(run, plan, evaluation, out / "baselines", eval_steps, config.seed)
     seconds["baselines"] = time.perf_counter() - clock
 
     _phase(5, PHASES[4])
