@@ -67,7 +67,7 @@ def test_guidance_extrapolates_from_the_null_condition():
 def test_the_training_target_is_the_noise_or_the_velocity_the_run_names():
     latents, noise = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
     timesteps = torch.tensor([0, 500, 999])
-    epsilon = training_scheduler(DiffusionConfig())
+    epsilon = training_scheduler(DiffusionConfig(prediction_type="epsilon"))
     assert torch.equal(training_target(epsilon, latents, noise, timesteps), noise)
     velocity = training_scheduler(DiffusionConfig(prediction_type="v_prediction"))
     alpha_bar = velocity.alphas_cumprod[timesteps].view(3, 1, 1, 1)
@@ -75,3 +75,10 @@ def test_the_training_target_is_the_noise_or_the_velocity_the_run_names():
     torch.testing.assert_close(training_target(velocity, latents, noise, timesteps), expected)
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusionConfig(prediction_type="x0")
+
+
+def test_runs_predict_the_velocity_unless_they_follow_the_paper():
+    from medm2g.core.config.run_config import load_run_config
+
+    assert DiffusionConfig().prediction_type == "v_prediction"
+    assert load_run_config("paper").diffusion.prediction_type == "epsilon"  # Stable Diffusion's, as the paper
