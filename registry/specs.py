@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 
 import attrs
 
@@ -69,6 +70,16 @@ def _positive_ints(instance, attribute, value: tuple[int, ...] | None) -> None:
         raise ValueError(f"{attribute.name} must be a non-empty tuple of positive ints, got {value!r}")
 
 
+def _named_windows(value) -> tuple[tuple[str, tuple[float, float]], ...]:
+    """``{"brain": (0, 80), ...}`` (or its pairs) as hashable ((name, (low, high)), ...), each ordered."""
+    pairs = tuple(value.items()) if isinstance(value, Mapping) else tuple(value)
+    windows = tuple((str(name), (float(window[0]), float(window[1]))) for name, window in pairs)
+    for name, (low, high) in windows:
+        if not low < high:
+            raise ValueError(f"display_presets[{name!r}] must be (low, high) with low < high, got {(low, high)!r}")
+    return windows
+
+
 @attrs.frozen
 class IntensityConvention:
     """How stored intensities map to the model's [-1, 1] range.
@@ -86,6 +97,10 @@ class IntensityConvention:
     display_window: tuple[float, float] | None = attrs.field(
         default=None, converter=lambda w: None if w is None else (float(w[0]), float(w[1]))
     )
+    display_presets: tuple[tuple[str, tuple[float, float]], ...] = attrs.field(default=(), converter=_named_windows)
+    """Named windows a reader switches between (CT: brain, subdural, bone), in ``unit``; pictures
+    offer them, models never see them. A preset may reach past ``window``: what lies beyond is shown
+    saturated, as the model cannot hold it."""
 
     @window.validator
     def _window_ordered(self, attribute, value) -> None:
@@ -108,12 +123,20 @@ class IntensityConvention:
         inside = display is not None and window[0] <= display[0] and display[1] <= window[1]
         return attrs.evolve(self, window=window, display_window=display if inside else None)
 
-    def display_range(self) -> tuple[float, float]:
-        """The model-space (low, high) to show images in: the display window mapped into [-1, 1]."""
-        if self.display_window is None:
+    def display_range(self, preset: str | None = None) -> tuple[float, float]:
+        """The model-space (low, high) to show images in: the display window (or the named
+        ``preset`` of :attr:`display_presets`) mapped into [-1, 1]."""
+        shown = self.display_window
+        if preset is not None:
+            presets = dict(self.display_presets)
+            if preset not in presets:
+                raise ValueError(f"unknown display window {preset!r} for {self.unit} images "
+                                 f"(named windows: {', '.join(presets) or 'none'})")
+            shown = presets[preset]
+        if shown is None:
             return (-1.0, 1.0)
         low, high = self.window
-        return tuple(2 * (v - low) / (high - low) - 1 for v in self.display_window)
+        return tuple(2 * (v - low) / (high - low) - 1 for v in shown)
 
 
 @attrs.frozen

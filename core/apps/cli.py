@@ -272,6 +272,18 @@ def _command_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_serve(args: argparse.Namespace) -> int:
+    from medm2g.core.apps.serve.page import import_gradio, serve
+
+    import_gradio()  # without the extra, say how to install it before loading any model
+    if not (args.run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{args.run_dir}: not a medm2g run folder (no config.yaml); serve a folder written by "
+                          f"`medm2g train` or `medm2g demo`")
+    print(f"serving {args.run_dir} on http://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    serve(args.run_dir, host=args.host, port=args.port, work=args.work, device=args.device)
+    return 0
+
+
 def _command_ablate(args: argparse.Namespace) -> int:
     from medm2g.core.apps.ablation.runner import run_ablation
     from medm2g.core.config.run_config import load_run_config, with_overrides
@@ -463,6 +475,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "run's LDM steps) the finding ladder shows (default: ct, the demo's headline target; "
                            "none: --oracle with no name)")
     demo.set_defaults(run=_command_demo)
+
+    serve = commands.add_parser(
+        "serve", help="a local web page to try a trained run: report to images, image to anything, the run at a glance")
+    serve.add_argument("run_dir", metavar="RUN", type=Path, help="a run folder (`medm2g train` or `medm2g demo`)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    serve.add_argument("--work", type=Path,
+                       help="folder for each request's files and uploads (default: a new temporary folder)")
+    serve.add_argument("--device", help="auto (default: the run's), cpu, cuda, ...")
+    serve.set_defaults(run=_command_serve)
 
     ablate = commands.add_parser(
         "ablate", help="the paper's ablation in miniature: all eight CA/LCAG/VI combinations, plus translation baselines")

@@ -21,6 +21,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from medm2g.core.errors import ConfigError
+from medm2g.core.progress import step_done
 from medm2g.core.structuring import one_of
 
 
@@ -135,10 +136,11 @@ def sample_jointly(denoise: JointDenoise, shapes: Mapping[str, tuple[int, ...]],
     extras = {m: {k: v for k, v in (("eta", eta), ("generator", generator))
                   if k in inspect.signature(scheduler.step).parameters}
               for m, scheduler in schedulers.items()}
-    for timestep in timesteps:
+    for done, timestep in enumerate(timesteps, start=1):
         inputs = {m: schedulers[m].scale_model_input(z, timestep) for m, z in latents.items()}
         noise = denoise(inputs, timestep)
         latents = {m: schedulers[m].step(noise[m], timestep, z, **extras[m]).prev_sample for m, z in latents.items()}
+        step_done(done, len(timesteps))  # a listener (medm2g serve's progress bar), if one is listening
     return latents
 
 

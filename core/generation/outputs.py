@@ -80,26 +80,36 @@ def without_condition_paths(command: str, conditions: Sequence[Condition]) -> st
 def write_generation(out: Path, request: GenerationRequest, samples: Sequence[GeneratedSample],
                      registry: ModalityRegistry, model: str, backend: str, command: str,
                      image_format: str | None = None, details: dict | None = None,
-                     record_condition_paths: bool = False) -> dict:
+                     record_condition_paths: bool = False, also_formats: Sequence[str] = ()) -> dict:
     """Write every sample, ``generation.json`` and ``grid.png``; returns the record written.
     ``details`` (what the backend did beyond the request) is recorded as given. Conditions are
     named by modality and content hash everywhere; ``record_condition_paths`` adds their files'
     absolute paths (``condition_paths``, None for a report typed in) to ``generation.json`` alone,
-    and keeps them in its ``command``."""
+    and keeps them in its ``command``. ``also_formats`` writes each imaging output once more in each
+    of these formats (``medm2g serve`` offers DICOM, NIfTI and PNG of every image), recorded as a
+    row's ``also_files``, with the same provenance."""
     out = Path(out)
     suffixes = {m: output_suffix(registry, m, image_format) for m in request.outputs}
+    imaging = [m for m in request.outputs if registry[m].spec.kind.is_imaging]
+    extra = {m: [s for s in dict.fromkeys(output_suffix(registry, m, f) for f in also_formats) if s != suffixes[m]]
+             for m in imaging}
     rows = []
     for row, sample in enumerate(samples):
         provenance = Provenance(model=model, source=_source(request, sample), seed=sample.seed)
-        files = {}
+        files, also = {}, {}
         for modality, value in sample.outputs.items():
-            target = out / f"row-{row:03d}" / f"{modality}{suffixes[modality]}"
+            folder = out / f"row-{row:03d}"
             if registry[modality].spec.kind is ModalityKind.VOLUME:
                 value = value[None]  # one generated slice is a one-slice volume
-            files[modality] = str(registry[modality].write(value, target, provenance).relative_to(out))
+            files[modality] = str(registry[modality].write(value, folder / f"{modality}{suffixes[modality]}",
+                                                           provenance).relative_to(out))
+            for suffix in extra.get(modality, ()):
+                written = registry[modality].write(value, folder / f"{modality}{suffix}", provenance)
+                also.setdefault(modality, []).append(str(written.relative_to(out)))
         rows.append({"row": row, "condition": sample.condition, "sample": sample.index, "seed": sample.seed,
-                     "files": files, **({"text": {m: v for m, v in sample.outputs.items() if isinstance(v, str)}}
-                                        if any(isinstance(v, str) for v in sample.outputs.values()) else {})})
+                     "files": files, **({"also_files": also} if also else {}),
+                     **({"text": {m: v for m, v in sample.outputs.items() if isinstance(v, str)}}
+                        if any(isinstance(v, str) for v in sample.outputs.values()) else {})})
     record = {
         "model": model, "backend": backend,
         "command": command if record_condition_paths else without_condition_paths(command, request.conditions),

@@ -14,6 +14,15 @@ from medm2g.plugins.ct.phantom import render
 from medm2g.plugins.imaging import ImagingModalityPlugin
 from medm2g.registry import IntensityConvention, ModalitySpec
 
+WINDOW_PRESETS = {
+    "brain": (0.0, 80.0),  # level 40, width 80
+    "subdural": (-100.0, 200.0),  # level 50, width 300
+    "soft_tissue": (-160.0, 240.0),  # level 40, width 400
+    "lung": (-1350.0, 150.0),  # level -600, width 1500
+    "bone": (-500.0, 1300.0),  # level 400, width 1800
+}
+"""Common CT windows (low, high) in HU, as radiology workstations define them."""
+
 SPEC = ModalitySpec(
     name="ct",
     kind="volume",
@@ -25,6 +34,7 @@ SPEC = ModalitySpec(
     intensity=IntensityConvention(
         unit="HU", window=(-1000, 1000), description="air -1000 HU, water 0 HU",
         display_window=(-20, 100),  # a brain window (level 40, width 120): grey/white matter and lesions
+        display_presets={name: WINDOW_PRESETS[name] for name in ("brain", "subdural", "bone")},  # a reader's three
     ),
     file_suffixes=IMAGING_SUFFIXES,
     dicom_modalities=("CT",),
@@ -37,16 +47,6 @@ plugin = ImagingModalityPlugin(
     ),
     phantom=render,
 )
-
-
-WINDOW_PRESETS = {
-    "brain": (0.0, 80.0),  # level 40, width 80
-    "subdural": (-100.0, 200.0),  # level 50, width 300
-    "soft_tissue": (-160.0, 240.0),  # level 40, width 400
-    "lung": (-1350.0, 150.0),  # level -600, width 1500
-    "bone": (-500.0, 1300.0),  # level 400, width 1800
-}
-"""Common CT windows (low, high) in HU, as radiology workstations define them."""
 
 
 def with_window(spec: ModalitySpec, preset: str) -> ModalitySpec:

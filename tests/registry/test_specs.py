@@ -52,3 +52,17 @@ def test_text_specs_have_no_grid():
 def test_intensity_window_must_be_ordered():
     with pytest.raises(ValueError, match="low < high"):
         IntensityConvention(unit="HU", window=(100, -100))
+
+
+def test_named_display_windows_map_into_the_models_range_and_unknown_names_are_refused():
+    intensity = IntensityConvention(unit="HU", window=(-100, 200),
+                                    display_presets={"brain": (0, 80), "bone": [-500, 1300]})
+    assert intensity.display_presets == (("brain", (0.0, 80.0)), ("bone", (-500.0, 1300.0)))  # hashable, ordered
+    assert intensity.display_range("brain") == pytest.approx((-1 / 3, 1 / 5))
+    assert intensity.display_range("bone") == pytest.approx((-11 / 3, 25 / 3))  # past the window: saturates
+    assert intensity.with_window((-1000, 1000)).display_presets == intensity.display_presets
+    hash(intensity)
+    with pytest.raises(ValueError, match=r"unknown display window 'lung' for HU images \(named windows: brain, bone\)"):
+        intensity.display_range("lung")
+    with pytest.raises(ValueError, match=r"display_presets\['brain'\] must be \(low, high\) with low < high"):
+        IntensityConvention(unit="HU", window=(-100, 200), display_presets={"brain": (80, 0)})

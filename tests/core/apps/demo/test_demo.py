@@ -116,3 +116,26 @@ def test_eval_compares_reports_in_other_words_with_the_template_on_the_same_subj
     assert not any("Impression" in r for r in reworded["examples"]["other_words"])
     out = capsys.readouterr().out
     assert "reports in other words" in out and "| text -> ct | other words |" in out
+
+
+def test_the_served_demo_reads_each_generated_image_for_the_stated_finding(demo, installed, tmp_path):
+    """`medm2g serve demo`'s page: held-out reports with their truth, and the phantom's reader on each image."""
+    from medm2g.core.apps.serve.handlers import PageHandlers
+    from medm2g.core.apps.serve.overview import run_overview
+    from medm2g.core.apps.serve.served_run import ServedRun
+
+    handlers = PageHandlers(ServedRun.open(demo, installed, tmp_path, device="cpu"))
+    assert handlers.reader_choices()[1:] == ["haemorrhage", "infarct", "tumour", "calcification"]
+    stated = next(e for e in handlers.report_examples().values() if e.truth is not None and not e.truth.is_normal)
+    result = handlers.generate_from_report(stated.value, ["ct", "mri"])
+    assert not result.failed, result.status
+    for _, caption in result.gallery:
+        assert f"the reader, looking for: {stated.truth.kind}, sees it " in caption
+        assert "(as stated)" in caption or f"(stated: {stated.truth.side} {stated.truth.region}; side " in caption
+    other_kind = next(kind for kind in handlers.reader_choices()[1:] if kind != stated.truth.kind)
+    other = handlers.generate_from_report(stated.value, ["ct"], look_for=other_kind)
+    assert f"looking for: {other_kind}" in other.gallery[0][1] and "stated" not in other.gallery[0][1]
+    label, example = next((label, e) for label, e in handlers.image_examples().items() if e.slice_index is not None)
+    view = handlers.read_example(label)  # the subject's key slice, where its finding is
+    assert "truth: " in view.summary and f"slice {example.slice_index} of " in view.summary
+    assert "evaluation: generation" in [caption for _, caption in run_overview(demo).pictures]

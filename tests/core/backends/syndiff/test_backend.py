@@ -145,3 +145,21 @@ def test_eval_scores_both_directions_with_the_syndiff_backend_and_no_retrieval(s
         ("mri", "ct", "syndiff", 4), ("ct", "mri", "syndiff", 4)]
     assert all(t["scores"]["psnr"] > 5 for t in record["tasks"])
     assert "| mri -> ct | syndiff | yes | 4 |" in printed
+
+
+def test_the_served_page_offers_the_edge_and_translates_a_held_out_mri_with_it(syndiff_run, installed, tmp_path):
+    from medm2g.core.apps.serve.handlers import PageHandlers
+    from medm2g.core.apps.serve.served_run import ServedRun
+
+    handlers = PageHandlers(ServedRun.open(syndiff_run, installed, tmp_path, device="cpu"))
+    served = handlers.served
+    assert served.outputs() == ["ct", "mri"] and served.image_conditions() == ["mri", "ct"]
+    assert served.backends("mri", ["ct"]) == ["syndiff"] and served.report_modalities() == []
+    label = next(label for label in handlers.image_examples() if label.startswith("mri"))
+    view = handlers.read_example(label)
+    assert view.read.modality == "mri" and "truth:" in view.summary  # a phantom subject's finding
+    result = handlers.generate_from_file(view.read, ["ct"], backend="syndiff")
+    assert not result.failed and result.status.startswith("Generated with syndiff: 1 image(s)"), result.status
+    assert "the reader, looking for: " in result.gallery[0][1]  # phantom data: the CT reader reads it
+    refused = handlers.generate_from_report("Findings: a right frontal haemorrhage.", ["ct"])
+    assert "this run cannot condition on a report" in refused.status
