@@ -111,6 +111,11 @@ def _below_one(instance, attribute, value) -> None:
         raise ValueError(f"{attribute.name} must be in [0, 1), got {value}")
 
 
+def _names(value) -> tuple[str, ...]:
+    """A name or a list of names, as a tuple (``log_with: tensorboard`` or ``[tensorboard, wandb]``)."""
+    return (value,) if isinstance(value, str) else tuple(str(name) for name in value)
+
+
 @attrs.frozen
 class AccelerationConfig:
     """How every training stage runs on Hugging Face accelerate (``accelerate launch``).
@@ -134,6 +139,9 @@ class AccelerationConfig:
     skip_nonfinite_steps: int = attrs.field(default=0, validator=non_negative)
     """How many steps of a stage with a non-finite loss or gradient are skipped (not applied) before
     the stage stops with a divergence error naming the step, as AMP's gradient scaler skips them."""
+    log_with: tuple[str, ...] = attrs.field(default=("tensorboard",), converter=_names)
+    """accelerate's experiment trackers every stage logs to (``RUN/logs``): tensorboard (the default),
+    wandb, mlflow, ... where installed; ``[none]`` for no experiment log."""
 
 
 def _optional_pair(value):

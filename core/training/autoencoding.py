@@ -22,6 +22,7 @@ from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
+from medm2g.core.training.experiment_log import image_grid
 from medm2g.core.training.groups import trained_parameters
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, run_steps, stage_record
@@ -71,8 +72,21 @@ def run_vae_stage(run: Run, stage: Stage) -> dict:
         batch = make_batch(data, shard.indices)
         return vae.training_loss(to_device(batch[modality], device), generator=shard.generator, kl_weight=kl_weight)
 
+    @torch.no_grad()
+    def reconstructions() -> dict:
+        """The experiment log's picture: up to eight training images (top) and the VAE's reconstructions."""
+        if is_text:
+            return {}
+        vae.eval()
+        batch = to_device(make_batch(data, range(min(8, len(data))))[modality], device)
+        decoded = vae.decode(vae.encode(batch, generator=torch.Generator().manual_seed(0)))
+        vae.train()
+        shown = registry[modality].spec.intensity.display_range()
+        return {"reconstructions (top: data, bottom: VAE)": image_grid([list(batch), list(decoded.float())], shown)}
+
     history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, steps, settings.checkpoint_every,
-                                 config.seed, batching, engine, settings.warmup_steps, max_grad_norm=1.0)
+                                 config.seed, batching, engine, settings.warmup_steps, max_grad_norm=1.0,
+                                 pictures=reconstructions)
     scale = calibrate_scale(vae, data, batching.batch_size, settings.scale_samples, modality, device)
     vae.set_scaling_factor(scale)
     if engine.is_main:

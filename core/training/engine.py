@@ -73,6 +73,9 @@ class Engine:
             # accelerate keeps one state per process; a second run in the same process (tests, a
             # notebook) with another precision starts it again, keeping the process group.
             AcceleratorState._reset_state()
+        from medm2g.core.training.experiment_log import check_trackers
+
+        check_trackers(settings.log_with)  # before any training, not at the first checkpoint
         self.settings = settings
         self.accelerator = Accelerator(
             cpu=device.type == "cpu", mixed_precision=settings.mixed_precision, step_scheduler_with_optimizer=False,

@@ -15,6 +15,7 @@
     RUN/stages/<NN>-.../state.safetensors        resumable state while the stage runs
     RUN/stages/<NN>-.../history.jsonl            one line of losses per step
     RUN/stages/<NN>-.../curves.png               those losses, drawn
+    RUN/logs/<NN>-.../                           the same steps through accelerate's trackers (TensorBoard)
     RUN/eval/retrieval.json, retrieval.md, retrieval.png    cross-modal retrieval
     RUN/cache/latents/<modality>-<hash>.safetensors  frozen VAE posteriors and C_M embeddings per sample
 """
@@ -88,6 +89,11 @@ class RunLayout:
 
     def stage_curves(self, stage: Stage) -> Path:
         return self.stage_dir(stage) / "curves.png"
+
+    @property
+    def logs(self) -> Path:
+        """Experiment logs, one tracker run per stage (``tensorboard --logdir RUN/logs``)."""
+        return self.root / "logs"
 
     @property
     def latent_cache(self) -> Path:

@@ -26,6 +26,7 @@ import warnings
 from typing import Callable, Mapping
 
 import attrs
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,7 @@ from medm2g.core.io.checkpoints import write_json
 from medm2g.core.progress import progress
 from medm2g.core.training.ema import ParameterEMA
 from medm2g.core.training.engine import Engine
+from medm2g.core.training.experiment_log import stage_log
 from medm2g.core.training.history import append_history, draw_curves, read_history, truncate_history
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.shards import Batching, Shard
@@ -100,7 +102,8 @@ def _divergence(stage: Stage, step: int, steps: int, loss: float, checkpoint: in
 
 def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module], optimizer: torch.optim.Optimizer,
               step_loss: StepLoss, steps: int, checkpoint_every: int, seed: int, batching: Batching, engine: Engine,
-              warmup_steps: int = 0, max_grad_norm: float | None = None) -> tuple[list[dict], float]:
+              warmup_steps: int = 0, max_grad_norm: float | None = None,
+              pictures: Callable[[], Mapping[str, np.ndarray]] | None = None) -> tuple[list[dict], float]:
     """Run (or resume) ``steps`` optimisation steps of ``batching``'s batches on ``engine``; returns
     the whole loss log (on the main process; empty on the others) and this session's seconds.
 
@@ -108,13 +111,15 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
     launched processes, and they (with the optimizer, the schedule and the EMA) are what a
     checkpoint saves. With ``acceleration.ema_decay`` the trained parameters hold their EMA
     when this returns. A non-finite loss or gradient raises :class:`DivergenceError` (see the
-    module's docstring)."""
+    module's docstring). Every checkpoint's rows also go to the experiment log (``RUN/logs``), and at
+    the end the curves and what ``pictures`` draws (called on the main process only)."""
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: warmup_cosine(k, steps, warmup_steps))
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     ema = ParameterEMA(parameters, engine.settings.ema_decay) if engine.settings.ema_decay > 0 else None
     saved = {**stateful, **({"ema": ema} if ema is not None else {})}
     model, prepared = engine.prepare(stateful, step_loss, optimizer)
     state_path, history_path = layout.stage_state(stage), layout.stage_history(stage)
+    experiment = stage_log(layout, stage, engine.settings.log_with, engine.is_main)
     start = 0
     if state_path.is_file():
         start, extra = load_training_state(state_path, saved, optimizer, scheduler=schedule)
@@ -144,6 +149,7 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
             if skipped > allowed:
                 if engine.is_main and pending:
                     append_history(history_path, pending)  # the climb before it, for the curves
+                    experiment.rows(pending)
                 engine.release()
                 raise _divergence(stage, step, steps, loss, checkpoint, state_path)
             logger.warning("%s: step %d skipped: %s (%d of %d skips allowed)", stage.title, step + 1,
@@ -159,6 +165,7 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
         if done % checkpoint_every == 0 or done == steps:
             if engine.is_main:
                 append_history(history_path, pending)
+                experiment.rows(pending)
                 if done < steps:
                     scaler = engine.accelerator.scaler
                     save_training_state(state_path, saved, optimizer, done, scheduler=schedule,
@@ -174,6 +181,9 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
     if history:
         draw_curves(history, layout.stage_curves(stage), f"stage {stage.index}: {stage.title}",
                     keys=[k for k in history[0] if k not in ("step", "seconds", "lr")])
+    if engine.is_main and experiment.active:
+        experiment.pictures({"curves": layout.stage_curves(stage), **(pictures() if pictures is not None else {})},
+                            step=steps)
     return history, time.perf_counter() - started
 
 

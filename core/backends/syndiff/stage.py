@@ -25,6 +25,7 @@ from medm2g.core.graph.pair_graph import PairGraph
 from medm2g.core.io.checkpoints import load_module, save_module
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
+from medm2g.core.training.experiment_log import ExperimentLog, stage_log
 from medm2g.core.training.history import draw_curves
 from medm2g.core.training.layout import RunLayout
 from medm2g.core.training.loop import complete_stage, stage_record
@@ -45,7 +46,8 @@ def build_syndiff(registry: ModalityRegistry, a: str, b: str, config: RunConfig)
 
 def fit_syndiff(graph: PairGraph, datasets: Sequence[str], a: str, b: str, registry: ModalityRegistry,
                 config: RunConfig, device: torch.device, seed: int, description: str, *, state: Path,
-                history: Path, curves: Path) -> tuple[SynDiff, list[dict], float, dict[str, int]]:
+                history: Path, curves: Path,
+                experiment: ExperimentLog | None = None) -> tuple[SynDiff, list[dict], float, dict[str, int]]:
     """Train (or resume from ``state``) a SynDiff on the train split of ``datasets``, each modality
     drawn on its own, logging to ``history`` and drawing ``curves``; returns the model, the loss
     log, this session's seconds and the number of images of each modality."""
@@ -53,10 +55,13 @@ def fit_syndiff(graph: PairGraph, datasets: Sequence[str], a: str, b: str, regis
     batches = UnpairedBatches(data[a], data[b], a, b, seed=seed)
     model = build_syndiff(registry, a, b, config)
     log, seconds = train_syndiff(model, batches, state, history, device, seed, config.syndiff.checkpoint_every,
-                                 description=description, skip_nonfinite=config.acceleration.skip_nonfinite_steps)
+                                 description=description, skip_nonfinite=config.acceleration.skip_nonfinite_steps,
+                                 experiment=experiment)
     if log:
         draw_curves(log, curves, description,
                     keys=[k for k in log[0] if k not in ("step", "seconds", "r1")])  # r1: lazy, not every step
+        if experiment is not None:
+            experiment.pictures({"curves": curves}, step=config.syndiff.training_steps)
     return model.cpu(), log, seconds, {m: len(found) for m, found in data.items()}
 
 
@@ -77,7 +82,7 @@ def run_syndiff_stage(run: Run, stage: Stage) -> dict:
     model, history, seconds, images = fit_syndiff(
         plan.graph, stage.datasets, a, b, registry, config, engine.device, config.seed + stage.index,
         f"stage {stage.index}: {stage.title}", state=layout.stage_state(stage), history=layout.stage_history(stage),
-        curves=layout.stage_curves(stage))
+        curves=layout.stage_curves(stage), experiment=stage_log(layout, stage, config.acceleration.log_with))
     weights = save_syndiff(layout.translation(a, b), model, stage.title)
     return complete_stage(layout, stage, stage_record(
         stage, sum(images.values()), config.syndiff.training_steps, seconds, history, config,

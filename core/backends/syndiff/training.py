@@ -18,6 +18,7 @@ from medm2g.core.backends.syndiff.model import SynDiff
 from medm2g.core.backends.syndiff.unpaired import UnpairedBatches
 from medm2g.core.errors import DivergenceError
 from medm2g.core.progress import progress
+from medm2g.core.training.experiment_log import ExperimentLog
 from medm2g.core.training.history import append_history, read_history, truncate_history
 from medm2g.core.training.state import load_training_state, save_training_state
 
@@ -41,7 +42,8 @@ def _nonfinite(loss: torch.Tensor, parameters) -> str | None:
 
 def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, history_path: Path,
                   device: torch.device, seed: int, checkpoint_every: int = 100,
-                  description: str = "", skip_nonfinite: int = 0) -> tuple[list[dict], float]:
+                  description: str = "", skip_nonfinite: int = 0,
+                  experiment: ExperimentLog | None = None) -> tuple[list[dict], float]:
     """Run (or resume) ``model.config.training_steps`` steps, with a progress bar labelled
     ``description``; returns the loss log and this session's seconds.
 
@@ -93,6 +95,8 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
             if skipped > skip_nonfinite:
                 if pending:
                     append_history(history_path, pending)  # the climb before it, for the curves
+                    if experiment is not None:
+                        experiment.rows(pending)
                 kept = (f"its last checkpoint (step {checkpoint}) is kept in {state_path}" if checkpoint
                         else "it had no checkpoint yet and will start again from its first step")
                 raise DivergenceError(
@@ -110,6 +114,8 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
         done = step + 1
         if done % checkpoint_every == 0 or done == config.training_steps:
             append_history(history_path, pending)
+            if experiment is not None:  # the run's experiment log (RUN/logs), where there is one
+                experiment.rows(pending)
             pending = []
             if done < config.training_steps:
                 save_training_state(state_path, {"syndiff": model}, optimizer, done)
