@@ -25,6 +25,7 @@ from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph.engine import TrainingPlan
 from medm2g.core.io.checkpoints import write_json
+from medm2g.core.metrics.coco_caption import COCO_METRICS, INSTALL_HINT, coco_available, coco_caption_scores
 from medm2g.core.metrics.fid import FeatureNetwork, features, frechet_distance, timm_feature_network
 from medm2g.core.metrics.image import ms_ssim, psnr, ssim
 from medm2g.core.metrics.proportion import format_proportion
@@ -87,6 +88,7 @@ def score_samples(generated: list, truth: list, reader: ImageFindingReader | Non
     if isinstance(truth[0], str):
         bleu = corpus_bleu(generated, truth)
         return {**{f"bleu_{n}": bleu[n] for n in range(1, 5)}, "rouge_l": mean_rouge_l(generated, truth),
+                **(coco_caption_scores(generated, truth) if coco_available() else {}),
                 **finding_agreement(generated, truth), **contradiction_scores(generated)}
     prediction, target = torch.stack(generated).float(), torch.stack(truth).float()
     scores = {"psnr": float(psnr(prediction, target).mean()), "ssim": float(ssim(prediction, target).mean()),
@@ -199,6 +201,21 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     return results
 
 
+def _coco_table(rows: Sequence[TaskScore]) -> list[str]:
+    """The reports as the COCO caption evaluation scores them, comparable with published tables."""
+    if not all(all(m in r.scores for m in COCO_METRICS) for r in rows):
+        return [f"reports as published tables score them (BLEU, ROUGE-L, CIDEr of the COCO caption evaluation): "
+                f"{INSTALL_HINT}", ""]
+    lines = ["reports as the COCO caption evaluation scores them (pycocoevalcap on medm2g's tokens; BLEU as above, "
+             "ROUGE-L with beta 1.2, CIDEr-D against these references only):", "",
+             "| source -> target | n | " + " | ".join(m.removeprefix("coco_") for m in COCO_METRICS) + " |",
+             "|" + "---|" * (2 + len(COCO_METRICS))]
+    for row in rows:
+        lines.append(f"| {row.source} -> {row.target} | {row.subjects} | "
+                     + " | ".join(f"{row.scores[m]:.3f}" for m in COCO_METRICS) + " |")
+    return lines + [""]
+
+
 def format_generation_scores(rows: Sequence[TaskScore]) -> str:
     """Two Markdown tables: image targets, then report targets."""
     lines = []
@@ -226,6 +243,8 @@ def format_generation_scores(rows: Sequence[TaskScore]) -> str:
             lines.append(f"| {row.source} -> {row.target} | {backend}{'yes' if row.trained_together else 'no'} | "
                          f"{row.subjects} | {' | '.join(cells)} |")
         lines.append("")
+        if all_metrics is TEXT_METRICS:
+            lines += _coco_table(chosen)
         labels = sorted({r.fid_features for r in chosen if r.fid_features and "fid" in metrics})
         if labels:
             lines += [f"fid: Fréchet distance on features of {', '.join(labels)}; not Inception FID, and "

@@ -70,16 +70,17 @@ def _lcs_length(a: list[str], b: list[str]) -> int:
     return previous[-1]
 
 
-def rouge_l(candidate: str, reference: str) -> float:
-    """F1 of LCS precision and recall between one report and its reference (0 when either is empty)."""
+def rouge_l(candidate: str, reference: str, beta: float = 1.0) -> float:
+    """F-beta of LCS precision and recall between one report and its reference (0 when either is
+    empty): F1 by default, as the rouge-score package; the COCO caption evaluation uses beta 1.2."""
     words, truth = tokens(candidate), tokens(reference)
     common = _lcs_length(words, truth)
     if common == 0:
         return 0.0
     precision, recall = common / len(words), common / len(truth)
-    return 2 * precision * recall / (precision + recall)
+    return (1 + beta**2) * precision * recall / (recall + beta**2 * precision)
 
 
-def mean_rouge_l(candidates: Sequence[str], references: Sequence[str]) -> float:
+def mean_rouge_l(candidates: Sequence[str], references: Sequence[str], beta: float = 1.0) -> float:
     _check_lengths(candidates, references)
-    return sum(rouge_l(c, r) for c, r in zip(candidates, references)) / len(candidates)
+    return sum(rouge_l(c, r, beta) for c, r in zip(candidates, references)) / len(candidates)

@@ -67,3 +67,16 @@ def test_eval_scores_only_the_tasks_asked_for(tiny_trained_run, capsys):
     assert "mri:ct: not a task of this run and manifest" in error and "text:xray" in error
     with pytest.raises(SystemExit):
         main(["eval", str(tiny_trained_run), "--task", "mri-ct"])
+
+
+def test_reports_get_the_coco_caption_table_beside_medm2gs_own_or_the_install_hint():
+    from medm2g.core.evaluation.generation_eval import TaskScore, format_generation_scores
+    from medm2g.core.metrics.coco_caption import COCO_METRICS
+
+    own = {"bleu_1": 0.5, "bleu_2": 0.4, "bleu_3": 0.3, "bleu_4": 0.2, "rouge_l": 0.45}
+    coco = {metric: 0.1 * (i + 1) for i, metric in enumerate(COCO_METRICS)}
+    table = format_generation_scores([TaskScore("ct", "text", True, 8, {**own, **coco})])
+    assert "| ct -> text | 8 | 0.100 | 0.200 | 0.300 | 0.400 | 0.500 | 0.600 |" in table
+    assert "| source -> target | n | bleu_1 | bleu_2 | bleu_3 | bleu_4 | rouge_l | cider |" in table
+    without = format_generation_scores([TaskScore("ct", "text", True, 8, own)])
+    assert "pip install 'medm2g[metrics]' (pycocoevalcap)" in without and "cider" not in without

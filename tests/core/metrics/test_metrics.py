@@ -37,6 +37,23 @@ def test_ssim_agrees_with_scikit_image_on_the_same_inputs():
     assert torch.allclose(ssim(target, target), torch.ones(3))
 
 
+def test_torchmetrics_agrees_once_its_reflected_border_is_cropped():
+    """torchmetrics averages the SSIM map over the whole image, its border windows reading reflected
+    pixels; medm2g (as Wang et al. and scikit-image) over the windows inside the image. On the valid
+    region the two maps are one; PSNR is the same formula."""
+    functional = pytest.importorskip("torchmetrics.functional.image")
+    target = _images(6).double()
+    noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    prediction = (target + 0.2 * noise).clamp(-1, 1)
+    _, full_map = functional.structural_similarity_index_measure(
+        prediction, target, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=2.0, k1=0.01, k2=0.03,
+        reduction="none", return_full_image=True)
+    valid = full_map[..., 5:-5, 5:-5].flatten(1).mean(1)
+    torch.testing.assert_close(ssim(prediction, target).double(), valid, rtol=0, atol=1e-6)
+    torch.testing.assert_close(psnr(prediction, target).double(), functional.peak_signal_noise_ratio(
+        prediction, target, data_range=2.0, reduction="none", dim=(1, 2, 3)), rtol=1e-6, atol=1e-5)
+
+
 def test_ms_ssim_is_one_for_identical_images_and_falls_with_noise():
     target = _images(4)
     assert ms_ssim_scales(64, 64) == 3 and ms_ssim_scales(256, 256) == 5 and ms_ssim_scales(8, 8) == 0

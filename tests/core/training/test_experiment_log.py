@@ -22,7 +22,8 @@ def read_events(folder):
 
 def test_rows_and_pictures_are_read_back_by_tensorboard(tmp_path):
     log = ExperimentLog(tmp_path, "01-vae-ct", ["tensorboard"])
-    log.rows([{"step": 0, "loss": 2.0, "lr": 1e-4, "seconds": 0.5}, {"step": 1, "loss": 1.5, "lr": 2e-4, "seconds": 1.25}])
+    log.rows([{"step": 0, "loss": 2.0, "lr": 1e-4, "seconds": 0.5},
+              {"step": 1, "loss": 1.5, "lr": 2e-4, "seconds": 1.25}])
     log.rows([{"step": 2, "loss": 1.0, "kl": 0.1, "lr": 3e-4, "seconds": 2.0}])  # the next checkpoint: a new writer
     log.pictures({"curves": np.zeros((8, 12, 3), np.uint8)}, step=3)
     scalars, images = read_events(tmp_path / "01-vae-ct")
@@ -41,7 +42,7 @@ def test_no_trackers_writes_nothing(tmp_path):
 
 def test_an_unknown_or_missing_tracker_is_refused_before_training():
     check_trackers(["tensorboard", "none"])
-    with pytest.raises(ConfigError, match=r"acceleration.log_with: unknown tracker 'tensorbored' \(accelerate's: .*tensorboard"):
+    with pytest.raises(ConfigError, match=r"log_with: unknown tracker 'tensorbored' \(accelerate's: .*tensorboard"):
         check_trackers(["tensorbored"])
     from accelerate.tracking import get_available_trackers
 
