@@ -80,12 +80,14 @@ class ImagingModalityPlugin:
         return ImagePromptEncoder(config, spec.channels, embed_dim)
 
     @hookimpl
-    def medm2g_vae(self, spec: ModalitySpec, size: ModelSize) -> ImageVAE:
-        return ImageVAE.from_spec(spec, self._size(size).vae)
+    def medm2g_vae(self, spec: ModalitySpec, size: ModelSize, options: Mapping[str, Any]) -> ImageVAE:
+        return ImageVAE.from_spec(spec, apply_options(self._size(size).vae, options, f"models.{spec.name}.vae"))
 
     @hookimpl
-    def medm2g_unet(self, spec: ModalitySpec, size: ModelSize, context_dim: int) -> ImageDenoiser:
-        return ImageDenoiser.from_spec(spec, self._size(size).unet, context_dim)
+    def medm2g_unet(self, spec: ModalitySpec, size: ModelSize, context_dim: int,
+                    options: Mapping[str, Any]) -> ImageDenoiser:
+        config = apply_options(self._size(size).unet, options, f"models.{spec.name}.unet")
+        return ImageDenoiser.from_spec(spec, config, context_dim)
 
     @hookimpl
     def medm2g_augmentation(self, spec: ModalitySpec) -> Compose:

@@ -84,7 +84,7 @@ def medm2g_prompt_encoder(
 
 
 @hookspec(firstresult=True)
-def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
+def medm2g_vae(spec: ModalitySpec, size: ModelSize, options: Mapping[str, Any]) -> "torch.nn.Module":
     """Build the modality's VAE.
 
     Called when the VAE stage trains it and whenever samples are encoded to or
@@ -100,6 +100,11 @@ def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
     Image modalities wrap a diffusers ``AutoencoderKL``; text uses an Optimus-shaped
     BERT-encoder/GPT-2-decoder VAE. Required.
 
+    ``options`` comes from the run config's ``models.<modality>.vae`` (``{}`` by default), such as
+    ``pretrained: FOLDER`` (a local Stable Diffusion folder for the built-in imaging plugins);
+    omit the argument if you take none. A VAE whose latent scale came with its pretrained weights
+    says so with a true ``keeps_pretrained_scale`` attribute: the VAE stage then keeps that scale.
+
     Example::
 
         @hookimpl
@@ -109,7 +114,7 @@ def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> "torch.nn.Module":
 
 
 @hookspec(firstresult=True)
-def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> "torch.nn.Module":
+def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int, options: Mapping[str, Any]) -> "torch.nn.Module":
     """Build the modality's denoiser (the "UNet" of its latent diffusion model).
 
     Called by the single-modality LDM stage, the cross-guided rounds and sampling. Return an
@@ -122,6 +127,9 @@ def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> "torch
     and pass ``guidance`` (B, N, guidance_dim), when it is not None, to them as
     ``cross_attention_kwargs={"guidance": guidance}``: the multi-flow rounds attach the
     sub-layers theta_c there (``attach_cross_guidance``, eq. 6). Required.
+
+    ``options`` comes from the run config's ``models.<modality>.unet`` (``{}`` by default), such as
+    ``pretrained: FOLDER``; omit the argument if you take none.
 
     Example::
 

@@ -75,13 +75,14 @@ class Modality:
         return self._call("medm2g_prompt_encoder", spec=self.spec, size=ModelSize(size), embed_dim=embed_dim,
                           options=dict(options or {}))
 
-    def vae(self, size: ModelSize | str):
-        """A fresh VAE mapping a batch to (B, *spec.latent_shape) and back."""
-        return self._call("medm2g_vae", spec=self.spec, size=ModelSize(size))
+    def vae(self, size: ModelSize | str, options: Mapping[str, Any] | None = None):
+        """A fresh VAE mapping a batch to (B, *spec.latent_shape) and back; ``options`` from the run config."""
+        return self._call("medm2g_vae", spec=self.spec, size=ModelSize(size), options=dict(options or {}))
 
-    def unet(self, size: ModelSize | str, context_dim: int):
-        """A fresh denoiser predicting noise from (latents, timesteps, context)."""
-        return self._call("medm2g_unet", spec=self.spec, size=ModelSize(size), context_dim=context_dim)
+    def unet(self, size: ModelSize | str, context_dim: int, options: Mapping[str, Any] | None = None):
+        """A fresh denoiser predicting noise from (latents, timesteps, context); ``options`` from the run config."""
+        return self._call("medm2g_unet", spec=self.spec, size=ModelSize(size), context_dim=context_dim,
+                          options=dict(options or {}))
 
     def augmentation(self):
         """The random view maker of the visual invariant (imaging modalities only)."""

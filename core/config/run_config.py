@@ -244,7 +244,7 @@ class RunConfig:
         return dict(self.models.get(modality, {}).get(part, {}))
 
 
-MODEL_PARTS = ("prompt_encoder",)
+MODEL_PARTS = ("prompt_encoder", "vae", "unet")
 """The model factories that take options from ``models`` (see the hooks' ``options`` argument)."""
 
 

@@ -65,7 +65,8 @@ def oracle_scores(run, modality: str, reader: ImageFindingReader, train_images: 
     started = time.perf_counter()
     vae = run.vae(modality)
     with seeded_init(seed, f"oracle {modality}"):  # fixed initial weights, the global random state untouched
-        denoiser = run.registry[modality].unet(config.size, config.embed_dim).to(device).train()
+        denoiser = run.registry[modality].unet(config.size, config.embed_dim,
+                                               config.model_options(modality, "unet")).to(device).train()
         tokens = FindingTokens(train_findings, config.embed_dim).to(device)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

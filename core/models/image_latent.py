@@ -19,11 +19,13 @@ from medm2g.registry.specs import ModalitySpec
 
 @attrs.frozen
 class ImageVAEConfig:
-    """Width of the first level (doubling per level up to 4x), resnets per level."""
+    """Width of the first level (doubling per level up to 4x), resnets per level; or ``pretrained``,
+    a local Stable Diffusion folder whose VAE is used instead (:mod:`.pretrained_diffusers`)."""
 
     base_channels: int
     layers_per_block: int = 1
     norm_groups: int = 8
+    pretrained: str | None = None
 
 
 @attrs.frozen
@@ -34,6 +36,8 @@ class ImageUNetConfig:
     layers_per_block: int = 1
     attention_head_dim: int = 8
     norm_groups: int = 8
+    pretrained: str | None = None
+    """A local Stable Diffusion folder whose UNet is used instead of one built from these sizes."""
 
 
 def _levels(spec: ModalitySpec) -> int:
@@ -44,12 +48,17 @@ def _levels(spec: ModalitySpec) -> int:
 class ImageVAE(nn.Module):
     """``encode`` samples the posterior (B, *latent_shape); ``decode`` maps latents to images in [-1, 1]."""
 
-    def __init__(self, autoencoder: AutoencoderKL):
+    def __init__(self, autoencoder: AutoencoderKL, keeps_pretrained_scale: bool = False):
         super().__init__()
         self.autoencoder = autoencoder
+        self.keeps_pretrained_scale = keeps_pretrained_scale  # the VAE stage keeps the folder's latent scale
 
     @classmethod
     def from_spec(cls, spec: ModalitySpec, config: ImageVAEConfig) -> "ImageVAE":
+        if config.pretrained:
+            from medm2g.core.models.pretrained_diffusers import pretrained_autoencoder
+
+            return cls(pretrained_autoencoder(config.pretrained, spec), keeps_pretrained_scale=True)
         levels = _levels(spec)
         channels = tuple(config.base_channels * min(2**level, 4) for level in range(levels))
         return cls(
@@ -109,12 +118,21 @@ class ImageVAE(nn.Module):
 class ImageDenoiser(nn.Module):
     """Predicts the noise in image latents, cross-attending to a context sequence."""
 
-    def __init__(self, unet: UNet2DConditionModel):
+    def __init__(self, unet: UNet2DConditionModel, context_dim: int | None = None):
         super().__init__()
         self.unet = unet
+        width = unet.config.cross_attention_dim
+        # a pretrained UNet attends over its own width (768 in SD 1.5): the shared space is projected
+        # onto it, trained with the UNet (None when the widths agree)
+        self.context_projection = (nn.Linear(context_dim, width) if context_dim is not None and context_dim != width
+                                   else None)
 
     @classmethod
     def from_spec(cls, spec: ModalitySpec, config: ImageUNetConfig, context_dim: int) -> "ImageDenoiser":
+        if config.pretrained:
+            from medm2g.core.models.pretrained_diffusers import pretrained_unet
+
+            return cls(pretrained_unet(config.pretrained, spec), context_dim)
         levels = len(config.block_channels)
         return cls(
             UNet2DConditionModel(
@@ -155,6 +173,8 @@ class ImageDenoiser(nn.Module):
         middle block (a spatial guidance, shaped by :meth:`skip_connection_shapes`), and ``.out``
         added to the prediction."""
         kwargs = {"guidance": guidance} if guidance is not None else None
+        if self.context_projection is not None:
+            context = self.context_projection(context)
         residuals = {}
         if skip_residuals is not None:
             residuals = {"down_block_additional_residuals": tuple(skip_residuals.down),

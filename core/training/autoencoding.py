@@ -35,7 +35,7 @@ logger = logging.getLogger("medm2g.train")
 
 def build_vae(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
     with seeded_init(config.seed + 1, modality):
-        return registry[modality].vae(config.size)
+        return registry[modality].vae(config.size, config.model_options(modality, "vae"))
 
 
 @torch.no_grad()
@@ -87,8 +87,11 @@ def run_vae_stage(run: Run, stage: Stage) -> dict:
     history, seconds = run_steps(stage, layout, {"vae": vae}, optimizer, step_loss, steps, settings.checkpoint_every,
                                  config.seed, batching, engine, settings.warmup_steps, max_grad_norm=1.0,
                                  pictures=reconstructions)
-    scale = calibrate_scale(vae, data, batching.batch_size, settings.scale_samples, modality, device)
-    vae.set_scaling_factor(scale)
+    if getattr(vae, "keeps_pretrained_scale", False):  # Stable Diffusion's 0.18215 came with its weights
+        scale = vae.scaling_factor
+    else:
+        scale = calibrate_scale(vae, data, batching.batch_size, settings.scale_samples, modality, device)
+        vae.set_scaling_factor(scale)
     if engine.is_main:
         save_module(layout.vae(modality), vae, {"modality": modality, "size": config.size.value,
                                                 "scaling_factor": f"{scale:.8g}", "stage": stage.title})

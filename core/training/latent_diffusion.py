@@ -43,7 +43,7 @@ logger = logging.getLogger("medm2g.train")
 
 def build_denoiser(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
     with seeded_init(config.seed + 2, modality):
-        return registry[modality].unet(config.size, config.embed_dim)
+        return registry[modality].unet(config.size, config.embed_dim, config.model_options(modality, "unet"))
 
 
 class FrozenEncodings:

@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+import attrs
+
 from medm2g.core.errors import DataError, PluginError
 from medm2g.core.io.dicom_read import is_dicom_file
 from medm2g.core.io.provenance import sidecar_path
@@ -82,16 +84,22 @@ def medm2g_prompt_encoder(spec: ModalitySpec, size: ModelSize, embed_dim: int,
 
 
 @hookimpl
-def medm2g_vae(spec: ModalitySpec, size: ModelSize) -> TextVAE:
-    config = _config(VAES, size)
+def medm2g_vae(spec: ModalitySpec, size: ModelSize, options: Mapping[str, Any]) -> TextVAE:
+    """The size's Optimus-shaped VAE; with ``options: {pretrained_encoder: BERT_FOLDER,
+    pretrained_decoder: GPT2_FOLDER}`` its halves start from those local folders (the paper starts
+    from Optimus's BERT-base and GPT-2)."""
+    config = apply_options(_config(VAES, size), options, "models.text.vae")
     if config.latent_dim != spec.latent_shape[0]:
-        config = TextVAEConfig(spec.latent_shape[0], config.hidden_size, config.layers, config.heads, config.max_length)
+        config = attrs.evolve(config, latent_dim=spec.latent_shape[0])
+    if config.pretrained_encoder or config.pretrained_decoder:
+        return TextVAE.from_folders(config, default_tokenizer())
     return TextVAE(config, default_tokenizer())
 
 
 @hookimpl
-def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int) -> TextDiffuser:
-    return TextDiffuser(spec.latent_shape[0], context_dim, _config(DIFFUSERS, size))
+def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int, options: Mapping[str, Any]) -> TextDiffuser:
+    return TextDiffuser(spec.latent_shape[0], context_dim,
+                        apply_options(_config(DIFFUSERS, size), options, "models.text.unet"))
 
 
 @hookimpl

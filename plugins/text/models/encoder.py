@@ -26,23 +26,28 @@ class TextEncoderConfig:
     pretrained: str | None = None
 
 
-def load_pretrained_bert(folder: str) -> BertModel:
-    """A local Hugging Face BERT folder's model, from safetensors weights only: a pickle
-    (``pytorch_model.bin``) can run code when loaded, so medm2g never unpickles one; every way a
-    folder can fail to load is a one-line :class:`CheckpointError`."""
+def load_local_model(folder: str, model_class, label: str):
+    """A local Hugging Face folder's ``model_class`` (``label`` names it in messages), from safetensors
+    weights only: a pickle (``pytorch_model.bin``) can run code when loaded, so medm2g never
+    unpickles one; every way a folder can fail to load is a one-line :class:`CheckpointError`."""
     path = Path(folder)
     pickles = sorted(p.name for p in path.glob("*.bin")) if path.is_dir() else []
     if pickles and not any(path.glob("*.safetensors")):
         raise CheckpointError(
             f"{folder}: holds pickle weights only ({', '.join(pickles[:3])}); medm2g loads safetensors and never "
-            f"unpickles a file. Convert the folder where you trust it: BertModel.from_pretrained(DIR)"
+            f"unpickles a file. Convert the folder where you trust it: {model_class.__name__}.from_pretrained(DIR)"
             f".save_pretrained(DIR) writes model.safetensors")
     try:
-        return BertModel.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+        return model_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, RuntimeError, SafetensorError, pickle.UnpicklingError) as error:
         reason = " ".join(str(error).split())[:300]  # one line, and not a page of it
-        raise CheckpointError(f"{folder}: not a local Hugging Face BERT folder with safetensors weights: "
+        raise CheckpointError(f"{folder}: not a local Hugging Face {label} folder with safetensors weights: "
                               f"{type(error).__name__}: {reason}") from None
+
+
+def load_pretrained_bert(folder: str) -> BertModel:
+    """A local Hugging Face BERT folder's model (safetensors only, see :func:`load_local_model`)."""
+    return load_local_model(folder, BertModel, "BERT")
 
 
 class TextPromptEncoder(nn.Module):

@@ -127,7 +127,8 @@ def test_a_grid_that_does_not_fit_or_names_no_modality_is_refused(installed, tmp
     unknown = structure_run_config({"grids": {"cta": {"image_size": [256, 256], "latent_shape": [4, 64, 64]}}})
     with pytest.raises(ConfigError, match="unknown modality 'cta' .did you mean 'ct'"):
         unknown.modalities(installed)
-    with pytest.raises(ConfigError, match=r"no such run config file \(presets shipped with medm2g: ablation, demo, paper, quick\)"):
+    presets = "ablation, demo, paper, paper-pretrained, quick"
+    with pytest.raises(ConfigError, match=rf"no such run config file \(presets shipped with medm2g: {presets}\)"):
         load_run_config(tmp_path / "papers")
 
 
