@@ -6,8 +6,9 @@ package is optional (``pip install 'medm2g[metrics]'``, part of ``[test]``): it 
 for METEOR and SPICE that medm2g never runs. Reports are tokenised by medm2g's own tokenizer
 (lowercase words and single punctuation marks) and joined by spaces, instead of COCO's PTB
 tokenizer, which needs Java; report-generation code bases do the same. On those tokens COCO's
-BLEU equals medm2g's corpus BLEU (except where no n-gram of an order matches: COCO adds 1e-15 to
-the count and reports up to about 0.001 where medm2g reports 0), and COCO's ROUGE-L is medm2g's
+BLEU equals medm2g's corpus BLEU (except where the reports hold no n-gram of an order at all:
+COCO's smoothing then counts that order's precision as 1e-6 and reports up to 0.03 where medm2g
+reports 0), and COCO's ROUGE-L is medm2g's
 LCS F-score with beta 1.2 (its own default is F1): the tests hold both to that. CIDEr-D has no medm2g counterpart: its
 document frequencies come from the references scored, so compare CIDEr only on the same set.
 """

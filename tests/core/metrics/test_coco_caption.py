@@ -26,7 +26,7 @@ def test_coco_bleu_and_rouge_equal_medm2gs_on_the_same_tokens(pairs):
         if ours[n] > 0:
             assert coco[f"coco_bleu_{n}"] == pytest.approx(ours[n], rel=1e-6), n
         else:  # no n-gram of some order matched: COCO's 1e-15 "tiny" count leaves a trace, medm2g says 0
-            assert 0 <= coco[f"coco_bleu_{n}"] < 2e-3, n
+            assert 0 <= coco[f"coco_bleu_{n}"] < 0.035, n  # (1e-6)^(1/4) at most
     assert coco["coco_rouge_l"] == pytest.approx(mean_rouge_l(candidates, references, beta=1.2), abs=1e-9)
 
 
