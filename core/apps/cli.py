@@ -87,6 +87,11 @@ def _command_ingest(args: argparse.Namespace) -> int:
     from medm2g.core.data.ingest import ingest
     from medm2g.registry import load_modalities
 
+    if args.recipe:
+        return _ingest_recipe(args)
+    if not args.modality:
+        raise ConfigError("ingest: give --modality M (one modality's files), or --recipe NAME (a dataset's layout)")
+
     report = ingest(args.folder, load_modalities()[args.modality], args.out, contain=args.contain)
     print(f"{report.manifest}: {report.records} {args.modality} records from {report.files_seen} candidate files; "
           f"skipped {len(report.skipped)}")
@@ -95,6 +100,26 @@ def _command_ingest(args: argparse.Namespace) -> int:
         print(f"  {count:4d} x {reason}")
     if report.skip_report:
         print(f"  every skipped file and its reason: {report.skip_report}")
+    return 0
+
+
+def _ingest_recipe(args: argparse.Namespace) -> int:
+    from medm2g.core.data.recipes import run_recipe
+
+    options = {"reports": args.reports} if args.reports else {}
+    if args.reports and args.recipe != "mimic-cxr":
+        raise ConfigError(f"--reports is for the mimic-cxr recipe (its reports come apart from its images), "
+                          f"not {args.recipe}")
+    summary = run_recipe(args.recipe, args.folder, args.out, **options)
+    for manifest, rows in summary.manifests.items():
+        print(f"  {args.out / manifest}: {rows} records")
+    skipped = sum(summary.skipped.values())
+    print(f"skipped {skipped}" + (f" (every one with its reason: {summary.skip_report})" if skipped else ""))
+    for reason, count in summary.skipped.most_common():
+        print(f"  {count:5d} x {reason}")
+    for note in summary.notes:
+        print(f"note: {note}")
+    print(f"pair graph: {summary.graph}  (next: medm2g plan {summary.graph}; medm2g train {summary.graph} --out RUN)")
     return 0
 
 
@@ -365,10 +390,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pair graph whose pairs get one manifest each (default: the paper's)")
     phantom.set_defaults(run=_command_data_phantom)
 
-    ingest = commands.add_parser("ingest", help="make a manifest from a folder of DICOM/NIfTI/image files")
-    ingest.add_argument("folder", type=Path, help="folder to search recursively")
-    ingest.add_argument("--modality", required=True, help="the installed modality the files are (see `medm2g modalities`)")
-    ingest.add_argument("--out", type=Path, required=True, help="manifest to write (CSV)")
+    ingest = commands.add_parser(
+        "ingest", help="make a manifest from a folder of DICOM/NIfTI/image files, or a dataset's manifests and "
+                       "pair graph from its published layout (--recipe)")
+    ingest.add_argument("folder", type=Path, help="folder to search recursively (with --recipe: the dataset's folder)")
+    ingest.add_argument("--modality", help="the installed modality the files are (see `medm2g modalities`)")
+    ingest.add_argument("--recipe", choices=["mimic-cxr", "iu-xray", "synthrad", "gold-atlas"],
+                        help="read a public dataset's layout: writes OUT/data/*.csv (subject-level splits), "
+                             "OUT/data/skipped.csv and the pair graph OUT/<recipe>.yaml")
+    ingest.add_argument("--reports", type=Path,
+                        help="mimic-cxr: the MIMIC-CXR reports folder (default: FOLDER/mimic-cxr-reports, else FOLDER)")
+    ingest.add_argument("--out", type=Path, required=True,
+                        help="manifest to write (CSV); with --recipe, the folder for the manifests and graph")
     ingest.add_argument("--contain", action="store_true",
                         help="refuse paths that lead out of the manifest's folder (../, absolute, symbolic links "
                              "out): for shared servers (default: allowed, for datasets stored apart, and reported)")
