@@ -110,6 +110,10 @@ def _ingest_recipe(args: argparse.Namespace) -> int:
     if args.reports and args.recipe != "mimic-cxr":
         raise ConfigError(f"--reports is for the mimic-cxr recipe (its reports come apart from its images), "
                           f"not {args.recipe}")
+    if args.contrast:
+        if args.recipe not in ("ixi", "brats"):
+            raise ConfigError(f"--contrast is for the ixi and brats recipes, not {args.recipe}")
+        options["contrast"] = args.contrast
     summary = run_recipe(args.recipe, args.folder, args.out, **options)
     for manifest, rows in summary.manifests.items():
         print(f"  {args.out / manifest}: {rows} records")
@@ -258,7 +262,8 @@ def _command_eval(args: argparse.Namespace) -> int:
         print("reports in other words, against the template (same findings, same seeds):")
         print(format_other_words(result.other_words))
     written = result.written
-    print(f"written: {written['json']}, {written['table'].name}, {written['picture'].name}"
+    picture = f", {written['picture'].name}" if "picture" in written else ""
+    print(f"written: {written['json']}, {written['table'].name}{picture}"
           f"{' and retrieval.*' if result.retrieval else ''} in {written['json'].parent}")
     return 0
 
@@ -395,9 +400,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "pair graph from its published layout (--recipe)")
     ingest.add_argument("folder", type=Path, help="folder to search recursively (with --recipe: the dataset's folder)")
     ingest.add_argument("--modality", help="the installed modality the files are (see `medm2g modalities`)")
-    ingest.add_argument("--recipe", choices=["mimic-cxr", "iu-xray", "synthrad", "gold-atlas"],
+    ingest.add_argument("--recipe", choices=["mimic-cxr", "iu-xray", "synthrad", "gold-atlas", "ixi", "brats"],
                         help="read a public dataset's layout: writes OUT/data/*.csv (subject-level splits), "
                              "OUT/data/skipped.csv and the pair graph OUT/<recipe>.yaml")
+    ingest.add_argument("--contrast", help="ixi, brats: the MRI contrast the manifest holds (ixi: t1, t2, pd; "
+                                           "brats: t1, t1ce, t2, flair; default t1)")
     ingest.add_argument("--reports", type=Path,
                         help="mimic-cxr: the MIMIC-CXR reports folder (default: FOLDER/mimic-cxr-reports, else FOLDER)")
     ingest.add_argument("--out", type=Path, required=True,

@@ -218,6 +218,9 @@ def _coco_table(rows: Sequence[TaskScore]) -> list[str]:
 
 def format_generation_scores(rows: Sequence[TaskScore]) -> str:
     """Two Markdown tables: image targets, then report targets."""
+    if not rows:
+        return ("no generation task: the graph pairs no modalities (single-modality data train a VAE and an LDM; "
+                "`medm2g generate RUN --to MODALITY` samples them unconditionally)\n")
     lines = []
     for title, all_metrics in (("images", IMAGE_METRICS), ("reports", TEXT_METRICS)):
         chosen = [r for r in rows if all_metrics[0] in r.scores]
@@ -293,5 +296,7 @@ def write_generation_scores(rows: Sequence[TaskScore], registry, folder: Path, s
                          "subjects": r.subjects, "scores": r.scores, "fid_features": r.fid_features} for r in rows]}
     table = folder / "generation.md"
     table.write_text(format_generation_scores(rows), encoding="utf-8")
-    return {"json": write_json(folder / "generation.json", record), "table": table,
-            "picture": draw_generation_examples(rows, registry, folder / "generation.png")}
+    written = {"json": write_json(folder / "generation.json", record), "table": table}
+    if rows:  # a graph of one modality's data has no task to picture
+        written["picture"] = draw_generation_examples(rows, registry, folder / "generation.png")
+    return written

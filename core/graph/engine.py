@@ -314,10 +314,14 @@ def _check_connected(graph: PairGraph, center: str, reached: set[str], adjacency
 
 
 def _datasets_with(graph: PairGraph, modality: str) -> tuple[str, ...]:
+    """Every dataset holding ``modality``: its medm2g pairs', then its single-modality data."""
     found: list[str] = []
     for edge in sorted(graph.pairs, key=lambda e: e.label):
         if modality in (edge.a, edge.b) and not edge.is_translation:
             found.extend(d for d in edge.dataset if d not in found)
+    for single in graph.single_modality:
+        if single.modality == modality:
+            found.extend(d for d in single.dataset if d not in found)
     return tuple(found)
 
 

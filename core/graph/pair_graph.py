@@ -113,6 +113,16 @@ class PairEdge:
 
 
 @attrs.frozen
+class SingleModalityData:
+    """Data of one modality alone (an MRI-only dataset such as IXI or BraTS): it trains that
+    modality's VAE and LDM (and, in a graph of that modality alone, its prompt encoder through the
+    visual invariant), never an alignment or a multi-flow round, which need pairs."""
+
+    modality: str
+    dataset: tuple[str, ...] = attrs.field(converter=_datasets)
+
+
+@attrs.frozen
 class PairGraph:
     """A whole pair graph as written by the user.
 
@@ -125,7 +135,8 @@ class PairGraph:
     to the graph file. ``intensity_windows`` says, per imaging modality, which part of its
     intensity scale the data's anatomy lives in (head CT: ``ct: [-100, 200]`` HU), because it is
     a fact about the data, not about the plugin (generic CT) or the run; a run config's
-    ``grids.<modality>.intensity_window`` still overrides it for one run.
+    ``grids.<modality>.intensity_window`` still overrides it for one run. ``single_modality`` lists
+    data of one modality alone (:class:`SingleModalityData`).
     """
 
     modalities: tuple[str, ...] = attrs.field(converter=tuple)
@@ -136,6 +147,7 @@ class PairGraph:
     freeze_center: bool = False
     evaluation: str | None = None
     intensity_windows: Mapping[str, tuple[float, float]] = attrs.field(factory=dict, hash=False)
+    single_modality: tuple[SingleModalityData, ...] = attrs.field(default=(), converter=tuple)
     source: str = "<memory>"
 
     def base_dir(self) -> Path:
@@ -156,6 +168,10 @@ def _make_converter() -> cattrs.Converter:
         lambda t: t == tuple[PairEdge, ...],
         lambda value, _t: _structure_edges(converter, value),
     )
+    single_fn = make_dict_structure_fn(SingleModalityData, converter, _cattrs_forbid_extra_keys=True,
+                                       dataset=override(struct_hook=lambda value, _t: _datasets(value)))
+    converter.register_structure_hook(SingleModalityData,
+                                      lambda value, _t: single_fn(_mapping(value, "modality, dataset"), _t))
     converter.register_structure_hook(
         PairGraph,
         make_dict_structure_fn(PairGraph, converter, _cattrs_forbid_extra_keys=True, source=override(omit=True),
@@ -274,5 +290,9 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
                 f"list several datasets under one pair"
             )
         seen_pairs.setdefault((edge.key, edge.backend), index)
+    for index, single in enumerate(graph.single_modality):
+        if single.modality not in seen_modalities:
+            problems.append(f"single_modality[{index}].modality: {shown(single.modality)} is not listed in modalities "
+                            f"({', '.join(graph.modalities)})")
     if problems:
         raise GraphError(explain(graph.source, problems))

@@ -28,7 +28,7 @@ from torch import nn
 
 from medm2g.core.config.run_config import AlignmentConfig, RunConfig
 from medm2g.core.data.manifest import Manifest, read_manifest, validate_manifest
-from medm2g.core.errors import DataError
+from medm2g.core.errors import ConfigError, DataError
 from medm2g.core.graph.engine import ParamGroup, Part, Stage, StageKind, TrainingPlan
 from medm2g.core.io.checkpoints import read_json
 from medm2g.core.metrics.retrieval import embed, held_out_embeddings, recall_at_k, retrieval_table, write_retrieval
@@ -78,11 +78,18 @@ class AlignmentStep:
                 embeddings[modality] = z_1
             else:
                 embeddings[modality] = shard.gather(encoder(samples).float())
-        a, b = self.stage.modalities
-        tau = self.temperature() if self.config.learn_temperature else torch.tensor(self.config.temperature)
-        info_nce = symmetric_info_nce(embeddings[a], embeddings[b], tau)
-        loss = self.config.info_nce_weight * info_nce
-        logs = {"info_nce": float(info_nce.detach()), "temperature": float(tau.detach())}
+        if len(self.stage.modalities) == 1:  # a modality alone (single-modality data): eq. 4 is all there is
+            if not vi_terms:
+                raise ConfigError(f"{self.stage.title}: a modality without a pair trains its prompt encoder "
+                                  f"through the visual invariant alone, which {self.stage.modalities[0]} does not "
+                                  f"have here (not imaging, or alignment.visual_invariant is off)")
+            loss, logs = torch.zeros((), device=device), {}
+        else:
+            a, b = self.stage.modalities
+            tau = self.temperature() if self.config.learn_temperature else torch.tensor(self.config.temperature)
+            info_nce = symmetric_info_nce(embeddings[a], embeddings[b], tau)
+            loss = self.config.info_nce_weight * info_nce
+            logs = {"info_nce": float(info_nce.detach()), "temperature": float(tau.detach())}
         for modality, term in vi_terms.items():
             loss = loss + self.config.visual_invariant_weight * term
             logs[f"vi_{modality}"] = float(term.detach())
@@ -101,7 +108,7 @@ def _validation_recall(graph, stage: Stage, encoders, registry, device) -> dict 
         data = paired_records(graph, stage.datasets, stage.modalities, registry, split="val")
     except DataError:  # no validation split is normal for user data
         return None
-    if len(data) < 2:
+    if len(data) < 2 or len(stage.modalities) != 2:
         return None
     a, b = stage.modalities
     items = [data[i] for i in range(len(data))]

@@ -11,7 +11,7 @@ from typing import Callable
 
 import attrs
 
-from medm2g.core.data.recipes import iu_xray, mimic_cxr, paired_mr_ct
+from medm2g.core.data.recipes import iu_xray, mimic_cxr, mri_only, paired_mr_ct
 from medm2g.core.data.recipes.common import RecipeRecord, RecipeSummary, with_a_test_subject, write_recipe
 from medm2g.core.errors import ConfigError
 
@@ -19,7 +19,7 @@ from medm2g.core.errors import ConfigError
 @attrs.frozen
 class Recipe:
     read: Callable  # (root, **options) -> iterator of RecipeRecord or (path, reason)
-    pair: tuple[str, str]
+    pair: tuple[str, ...]  # two modalities, or one for single-modality data
     description: str
     intensity_windows: dict | None = None
 
@@ -32,6 +32,9 @@ RECIPES = {
     "synthrad": Recipe(paired_mr_ct.records, ("ct", "mri"), "SynthRAD 2023 Task 1: registered MR and CT per patient"),
     "gold-atlas": Recipe(paired_mr_ct.records, ("ct", "mri"), "Gold Atlas pelvis: CT and T2 MR per patient",
                          {"ct": [-160, 240]}),  # a soft-tissue window: the pelvis, not the head
+    "ixi": Recipe(mri_only.ixi_records, ("mri",), "IXI: one MRI contrast per healthy subject (MRI only)"),
+    "brats": Recipe(mri_only.brats_records, ("mri",), "BraTS: one MRI contrast per glioma patient, the segmentation "
+                                                      "as mask (MRI only)"),
 }
 
 
@@ -51,7 +54,7 @@ def run_recipe(name: str, folder: Path, out: Path, **options) -> RecipeSummary:
     if "mask" in {key for record in records for key in record.metadata}:
         missing = sum(1 for record in records if not record.metadata.get("mask"))
         if missing:
-            notes.append(f"{missing} of {len(records)} patients have no body mask (kept; the mask column is empty)")
+            notes.append(f"{missing} of {len(records)} patients have no mask (kept; the mask column is empty)")
     return write_recipe(name, Path(out), recipe.pair, records, skipped, intensity_windows=recipe.intensity_windows,
                         description=recipe.description, notes=notes)
 

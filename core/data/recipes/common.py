@@ -5,6 +5,7 @@ usable study or patient) and skips (path, reason). :func:`write_recipe` then wri
 output folder:
 
 - ``data/<a>-<b>.csv``, the pair's manifest (train and val rows), and ``data/test.csv`` (test rows);
+  for a one-modality dataset (MRI only), ``data/<m>.csv``, named as ``single_modality`` data;
 - ``data/skipped.csv``, every skipped study with its reason;
 - ``<recipe>.yaml``, a pair graph naming them, ready for ``medm2g plan`` and ``medm2g train``.
 
@@ -101,7 +102,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> int:
     return len(rows)
 
 
-def write_recipe(name: str, out: Path, pair: tuple[str, str], records: Sequence[RecipeRecord],
+def write_recipe(name: str, out: Path, pair: tuple[str, ...], records: Sequence[RecipeRecord],
                  skipped: Sequence[tuple[str, str]], text_modalities: Sequence[str] = ("text",),
                  intensity_windows: dict[str, list[float]] | None = None, description: str = "",
                  notes: Sequence[str] = (), path_columns: Sequence[str] = ("mask",)) -> RecipeSummary:
@@ -113,9 +114,9 @@ def write_recipe(name: str, out: Path, pair: tuple[str, str], records: Sequence[
         found = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(5)) or "nothing matched"
         raise DataError(f"{name}: no usable records ({found}); is this the dataset's folder as published?")
     data = out / "data"
-    a, b = pair
+    label = "-".join(pair)
     metadata = sorted({key for record in records for key in record.metadata})
-    columns = ["subject_id", "split", "slice", a, b, *metadata]
+    columns = ["subject_id", "split", "slice", *pair, *metadata]
 
     def row(record: RecipeRecord) -> dict:
         values = {m: (v if m in text_modalities else _relative(v, data)) for m, v in record.values.items()}
@@ -123,7 +124,7 @@ def write_recipe(name: str, out: Path, pair: tuple[str, str], records: Sequence[
         return {"subject_id": record.subject_id, "split": record.split, "slice": "", **values, **extra}
 
     manifests = {
-        f"data/{a}-{b}.csv": _write_csv(data / f"{a}-{b}.csv", columns,
+        f"data/{label}.csv": _write_csv(data / f"{label}.csv", columns,
                                         (row(r) for r in records if r.split != "test")),
         "data/test.csv": _write_csv(data / "test.csv", columns, (row(r) for r in records if r.split == "test")),
     }
@@ -131,10 +132,12 @@ def write_recipe(name: str, out: Path, pair: tuple[str, str], records: Sequence[
     if skipped:
         report = data / "skipped.csv"
         _write_csv(report, ["path", "reason"], ({"path": path, "reason": reason} for path, reason in skipped))
-    graph = {"name": name, "description": description or f"{a}-{b} pairs made by the {name} recipe",
-             "center": "text" if "text" in pair else a, "evaluation": "data/test.csv",
+    data_entry = ({"pairs": [{"a": pair[0], "b": pair[1], "dataset": f"data/{label}.csv"}]} if len(pair) == 2 else
+                  {"pairs": [], "single_modality": [{"modality": pair[0], "dataset": f"data/{label}.csv"}]})
+    graph = {"name": name, "description": description or f"{label} data made by the {name} recipe",
+             "center": "text" if "text" in pair else pair[0], "evaluation": "data/test.csv",
              **({"intensity_windows": intensity_windows} if intensity_windows else {}),
-             "modalities": [a, b], "pairs": [{"a": a, "b": b, "dataset": f"data/{a}-{b}.csv"}]}
+             "modalities": list(pair), **data_entry}
     graph_path = out / f"{name}.yaml"
     header = f"# made by `medm2g ingest --recipe {name}`: the pair graph of the manifests beside it\n"
     write_atomically(graph_path, lambda temporary: temporary.write_text(

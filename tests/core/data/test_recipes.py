@@ -161,7 +161,7 @@ def test_synthrad_pairs_mr_and_ct_per_patient_with_or_without_a_mask(tmp_path, i
     assert by_subject["1BA002"]["mri"].endswith("MR.nii.gz") and by_subject["1BA002"]["mask"] == ""
     assert by_subject["1BA001"]["mask"].endswith("1BA001/mask.nii.gz") and by_subject["1BA001"]["site"] == "brain"
     assert summary.skipped == {"no MR image beside the CT": 1}
-    assert summary.notes[-1] == "2 of 11 patients have no body mask (kept; the mask column is empty)"
+    assert summary.notes[-1] == "2 of 11 patients have no mask (kept; the mask column is empty)"
     _check(out, summary.graph, installed)
 
 
@@ -203,3 +203,47 @@ def test_medm2g_train_accepts_a_recipes_graph(tmp_path, installed):
     assert main(["train", str(tmp_path / "data" / "synthrad.yaml"), "--config", "quick", "--out", str(run),
                  "--device", "cpu"]) == 0
     assert len(list((run / "stages").glob("*/record.json"))) == 6  # align, 2 VAEs, 2 LDMs, the round
+    # an MRI-only recipe's graph (single-modality data): the prompt encoder by the visual invariant, VAE, LDM
+    ixi = tmp_path / "ixi"
+    for number in range(2, 10):
+        _volume(installed, "mri", ixi / "IXI-T1" / f"IXI{number:03d}-IOP-09{number:02d}-T1.nii.gz", number)
+    assert main(["ingest", str(ixi), "--recipe", "ixi", "--out", str(tmp_path / "ixi-data")]) == 0
+    mri_run = tmp_path / "mri-run"
+    assert main(["train", str(tmp_path / "ixi-data" / "ixi.yaml"), "--config", "quick", "--out", str(mri_run),
+                 "--device", "cpu"]) == 0
+    assert sorted(p.parent.name for p in (mri_run / "stages").glob("*/record.json")) == [
+        "01-alignment-mri", "02-vae-mri", "03-ldm-mri"]
+
+
+def test_ixi_and_brats_make_an_mri_only_graph_of_one_contrast(tmp_path, installed):
+    from medm2g.core.apps.cli import main
+
+    ixi = tmp_path / "ixi"
+    for number in range(2, 12):
+        for contrast in ("T1", "T2"):
+            name = f"IXI{number:03d}-Guys-08{number:02d}-{contrast}.nii.gz"
+            _volume(installed, "mri", ixi / f"IXI-{contrast}" / name, number)
+    (ixi / "IXI-T1" / "README.txt").write_text("not an image")
+    out = tmp_path / "ixi-out"
+    assert main(["ingest", str(ixi), "--recipe", "ixi", "--contrast", "T2", "--out", str(out)]) == 0
+    rows = _rows(out / "data" / "mri.csv") + _rows(out / "data" / "test.csv")
+    assert len(rows) == 10 and all(row["mri"].endswith("-T2.nii.gz") and row["site"] == "Guys" for row in rows)
+    graph = (out / "ixi.yaml").read_text()
+    assert "pairs: []" in graph and "single_modality:\n- modality: mri\n  dataset: data/mri.csv" in graph
+    _check(out, out / "ixi.yaml", installed)
+
+    brats = tmp_path / "brats"
+    for number in range(1, 11):
+        patient = brats / f"BraTS2021_{number:05d}"
+        for contrast in ("t1", "flair") if number != 3 else ("flair",):
+            name = f"{patient.name}_{contrast}.nii.gz" if number != 4 else f"{patient.name}_{contrast.upper()}.NII.GZ"
+            _volume(installed, "mri", patient / name, number)
+        if number != 5:
+            _volume(installed, "mri", patient / f"{patient.name}_seg.nii.gz", 50 + number)
+    summary = run_recipe("brats", brats, tmp_path / "brats-out", contrast="t1")
+    rows = _rows(tmp_path / "brats-out" / "data" / "mri.csv") + _rows(tmp_path / "brats-out" / "data" / "test.csv")
+    assert sorted(row["subject_id"] for row in rows) == [f"BraTS2021_{n:05d}" for n in range(1, 11) if n != 3]
+    assert summary.skipped == {"no t1 image (other contrasts present)": 1}
+    assert summary.notes[-1] == "1 of 9 patients have no mask (kept; the mask column is empty)"
+    with pytest.raises(ConfigError, match=r"--contrast 't1ce': IXI has t1, t2, pd"):
+        run_recipe("ixi", ixi, tmp_path / "x", contrast="t1ce")

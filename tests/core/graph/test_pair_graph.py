@@ -172,3 +172,25 @@ def test_a_graph_states_its_data_s_intensity_windows_and_bad_ones_are_named(tmp_
     assert "expected [low, high] numbers" in message
     message = load_error(tmp_path, graph(("text", "ct"), intensity_windows={"xray": [0, 1]}))
     assert "intensity_windows.xray: not one of the graph's modalities (text, ct, mri)" in message
+
+
+def test_single_modality_data_feed_that_modalitys_vae_and_ldm_and_are_checked(tmp_path):
+    from medm2g.core.graph.engine import StageKind, build_plan
+
+    data = graph(("text", "ct"), ("ct", "mri"), single_modality=[{"modality": "mri", "dataset": "ixi.csv"}])
+    loaded = load_pair_graph(write_graph(tmp_path, data), installed=INSTALLED)
+    plan = build_plan(loaded, imaging={"ct", "mri"})
+    vae = next(s for s in plan.stages_of(StageKind.VAE) if s.modalities == ("mri",))
+    ldm = next(s for s in plan.stages_of(StageKind.LDM) if s.modalities == ("mri",))
+    assert vae.datasets == ldm.datasets == ("ct-mri.csv", "ixi.csv")
+    assert all("ixi.csv" not in s.datasets for s in plan.stages_of(StageKind.ALIGNMENT))  # pairs only
+    message = load_error(tmp_path, graph(("text", "ct"), single_modality=[{"modality": "pet", "dataset": "p.csv"}]))
+    assert "single_modality[0].modality: 'pet' is not listed in modalities (text, ct, mri)" in message
+    message = load_error(tmp_path, graph(("text", "ct"), single_modality=[{"modality": "mri", "data": "p.csv"}]))
+    assert "single_modality" in message and "data" in message
+    schema = json.loads((GRAPHS / "pair-graph.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    alone = {"modalities": ["mri"], "pairs": [], "single_modality": [{"modality": "mri", "dataset": "ixi.csv"}]}
+    plan = build_plan(load_pair_graph(write_graph(tmp_path, alone), installed=INSTALLED), imaging={"mri"})
+    assert [(s.kind, s.modalities) for s in plan.stages] == [
+        (StageKind.ALIGNMENT, ("mri",)), (StageKind.VAE, ("mri",)), (StageKind.LDM, ("mri",))]
