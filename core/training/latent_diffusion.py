@@ -21,7 +21,7 @@ from medm2g.core.config.run_config import RunConfig
 from medm2g.core.diffusion.attention import configure_attention
 from medm2g.core.diffusion.conditional import condition_context
 from medm2g.core.diffusion.cross_guidance import denoiser_parameter_groups
-from medm2g.core.diffusion.schedule import training_scheduler, training_target
+from medm2g.core.diffusion.schedule import guided, sample, sampling_scheduler, training_scheduler, training_target
 from medm2g.core.errors import CheckpointError
 from medm2g.core.graph.engine import ParamGroup, Part, Stage
 from medm2g.core.io.checkpoints import load_module, save_module
@@ -30,6 +30,7 @@ from medm2g.core.training.batches import make_batch, to_device
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import load_prompt_encoders, seeded_init
 from medm2g.core.training.engine import Engine
+from medm2g.core.training.experiment_log import image_grid
 from medm2g.core.training.groups import trained_parameters
 from medm2g.core.training.latent_cache import CachedRecords, LatentCache, cacheable, warm
 from medm2g.core.training.layout import RunLayout
@@ -127,9 +128,34 @@ def run_ldm_stage(run: Run, stage: Stage) -> dict:
     def step_loss(shard: Shard):
         return compute(shard, device)
 
+    @torch.no_grad()
+    def samples() -> dict:
+        """The experiment log's picture: up to four training images (top) and what the trained LDM
+        samples from their prompt embeddings (guided as generation is, seeds 0-3)."""
+        if is_text:
+            return {}
+        count = min(4, len(data))
+        truth = to_device(make_batch(data, range(count))[modality], device)
+        embeddings = encoder(truth).float()
+        denoiser.eval()
+
+        def denoise(z, t, conditioned):
+            keep = torch.full((count,), conditioned, device=device)
+            return denoiser(z, torch.as_tensor(t, device=device).expand(count), condition_context(embeddings, keep))
+
+        shape = (count, *registry[modality].spec.latent_shape)
+        latents = sample(guided(denoise, config.diffusion.guidance_scale), shape,
+                         sampling_scheduler(config.diffusion), config.diffusion.sampling_steps,
+                         [torch.Generator().manual_seed(i) for i in range(count)], device, config.diffusion.eta)
+        generated = vae.decode(latents).float().clamp(-1, 1)
+        denoiser.train()
+        shown = registry[modality].spec.intensity.display_range()
+        return {"samples (top: data, bottom: sampled from its condition)": image_grid([list(truth), list(generated)],
+                                                                                      shown)}
+
     history, seconds = run_steps(stage, layout, {"denoiser": denoiser}, optimizer, step_loss, steps,
                                  settings.checkpoint_every, config.seed, batching, engine, settings.warmup_steps,
-                                 max_grad_norm=1.0)
+                                 max_grad_norm=1.0, pictures=samples)
     denoiser.eval()
     if engine.is_main:
         save_module(layout.denoiser(modality), denoiser,

@@ -69,3 +69,5 @@ def test_every_stage_of_a_trained_run_opens_in_tensorboard(tiny_trained_run):
         assert "lr" in scalars and "step_seconds" in scalars and "curves" in images, stage
         if "-vae-" in stage and not stage.endswith("text"):
             assert "reconstructions (top: data, bottom: VAE)" in images, stage
+        if "-ldm-" in stage and not stage.endswith("text"):
+            assert "samples (top: data, bottom: sampled from its condition)" in images, stage

@@ -79,3 +79,23 @@ def test_the_shipped_graph_trains_from_the_example_folders(tmp_path, monkeypatch
     assert len(list(stages.glob("*/record.json"))) == 14
     ct_vae = json.loads((stages / "06-vae-ct" / "record.json").read_text())
     assert ct_vae["scaling_factor"] == pytest.approx(0.18215)  # Stable Diffusion's, kept
+    # what the run's stages build before their first step: the folders' weights (adapted layers aside)
+    from safetensors.torch import load_file
+
+    from medm2g.core.config.run_config import load_run_config
+    from medm2g.core.training.autoencoding import build_vae
+    from medm2g.core.training.latent_diffusion import build_denoiser
+    from medm2g.registry import load_modalities
+
+    run_config = load_run_config(out / "config.yaml")
+    registry = run_config.modalities(load_modalities())
+    start = build_vae(registry, "mri", run_config).autoencoder.state_dict()
+    saved = load_file(tmp_path / "stable-diffusion" / "vae" / "diffusion_pytorch_model.safetensors")
+    adapted = ("encoder.conv_in", "decoder.conv_out")  # RGB -> grey
+    assert all(torch.equal(start[k], v) for k, v in saved.items() if not k.startswith(adapted))
+    unet = build_denoiser(registry, "xray", run_config).unet.state_dict()
+    saved = load_file(tmp_path / "stable-diffusion" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(unet[k], v) for k, v in saved.items())
+    text = build_vae(registry, "text", run_config)
+    gpt2 = load_file(tmp_path / "gpt2" / "model.safetensors")
+    assert torch.equal(text.decoder.transformer.wte.weight, gpt2["transformer.wte.weight"])
