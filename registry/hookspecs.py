@@ -227,6 +227,25 @@ def medm2g_phantom_render(
     """
 
 
+@hookspec(firstresult=True)
+def medm2g_vocabularies(spec: ModalitySpec) -> "list[Path]":
+    """Declare the modality's anatomy and pathology vocabularies: YAML files of canonical terms
+    with their synonyms (``name``, ``description``, ``anatomy``, ``pathology``; the format of
+    :mod:`medm2g.core.prompting.vocabulary`).
+
+    Called when anatomy-pathology prompting needs a vocabulary (``medm2g prompt``); the files are
+    read then, and a broken one is an error naming the file and the field. Optional: a modality
+    without vocabularies returns nothing or does not implement it. The text plugin ships a head
+    vocabulary (the phantom cohort's terms) and a chest one (MIMIC-CXR's observations).
+
+    Example::
+
+        @hookimpl
+        def medm2g_vocabularies(spec):
+            return [Path(__file__).parent / "vocabularies" / "pet.yaml"]
+    """
+
+
 @hookspec
 def medm2g_backends() -> "list[BackendSpec]":
     """Register generation backends: what trains a pair-graph edge's stages and answers requests.
@@ -256,6 +275,7 @@ MODALITY_HOOKS: tuple[str, ...] = (
     "medm2g_read",
     "medm2g_write",
     "medm2g_phantom_render",
+    "medm2g_vocabularies",
 )
 """Every hook a modality plugin may implement, in the order the docs list them."""
 
@@ -265,5 +285,5 @@ BACKEND_HOOKS: tuple[str, ...] = ("medm2g_backends",)
 IMAGING_ONLY_HOOKS: frozenset[str] = frozenset({"medm2g_augmentation"})
 """Hooks required only of imaging (``image``/``volume``) modalities."""
 
-OPTIONAL_HOOKS: frozenset[str] = frozenset({"medm2g_phantom_render"})
+OPTIONAL_HOOKS: frozenset[str] = frozenset({"medm2g_phantom_render", "medm2g_vocabularies"})
 """Hooks a modality may leave out."""

@@ -98,6 +98,12 @@ class Modality:
         """Write one model-space sample, marked with its provenance; returns the path written."""
         return self._call("medm2g_write", spec=self.spec, sample=sample, path=Path(path), provenance=provenance)
 
+    def vocabularies(self) -> list[Path]:
+        """The anatomy-pathology vocabulary files the plugin declares (none when it declares none)."""
+        if not _implements(self._manager, self._plugin, "medm2g_vocabularies"):
+            return []
+        return [Path(path) for path in self._call("medm2g_vocabularies", spec=self.spec) or []]
+
     def phantom_render(self, subject, generator) -> PhantomRendering | None:
         """Render one phantom subject, or None when this modality takes no part in the cohort."""
         if not _implements(self._manager, self._plugin, "medm2g_phantom_render"):

@@ -31,6 +31,7 @@ LAYERS = (
     ("medm2g.core.io",),
     ("medm2g.core.data",),
     ("medm2g.core.metrics",),
+    ("medm2g.core.prompting",),
     ("medm2g.core.phantom",),
     ("medm2g.core.training",),
     ("medm2g.core.generation",),

@@ -127,6 +127,33 @@ def _ingest_recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command_prompt(args: argparse.Namespace) -> int:
+    from medm2g.core.prompting.prompts import make_prompt
+    from medm2g.core.prompting.vocabulary import installed_vocabularies
+    from medm2g.registry import load_modalities
+
+    vocabularies = installed_vocabularies(load_modalities())
+    name = args.vocabulary or next(iter(vocabularies), None)
+    if name not in vocabularies:
+        raise ConfigError(f"--vocabulary {name!r}: installed vocabularies: {', '.join(vocabularies) or 'none'}")
+    report = args.report
+    path = Path(report)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        report = path.read_text(encoding="utf-8")
+    prompt = make_prompt(report, vocabularies[name])
+    print(prompt.text)
+    for term in prompt.report.terms:
+        if term.kind == "pathology":
+            where = " ".join(filter(None, [term.side, *(term.anatomy[:1])]))
+            state = ("negated" if term.negated else "stated") + (f", {where}" if where else "")
+        else:
+            state = "named" + (f", {term.side}" if term.side else "")
+        print(f"  {term.kind:9s} {term.canonical!r} ({state}) from {term.text!r}")
+    if prompt.report.unknown:
+        print(f"  words the {name} vocabulary does not know: {', '.join(prompt.report.unknown)}")
+    return 0
+
+
 def _command_inspect(args: argparse.Namespace) -> int:
     from medm2g.core.io.inspect_file import inspect_file
 
@@ -543,6 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the full run config (defaults, or a file's with defaults filled)")
     config.add_argument("config", nargs="?", type=Path, help="a run config YAML file")
     config.set_defaults(run=_command_config)
+
+    prompt = commands.add_parser(
+        "prompt", help="anatomy-pathology prompting: a report's descriptive prompt in a vocabulary's terms, and the "
+                       "terms found (negations and sides)")
+    prompt.add_argument("report", help="the report itself, or a .txt file holding it")
+    prompt.add_argument("--vocabulary", help="an installed vocabulary (default: the first; the text plugin's are "
+                                             "head and chest)")
+    prompt.set_defaults(run=_command_prompt)
 
     inspect = commands.add_parser("inspect", help="tell whether files were generated, and by what")
     inspect.add_argument("files", nargs="+", type=Path, help="DICOM files or series folders, PNG, NIfTI, text")

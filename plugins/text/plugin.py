@@ -103,6 +103,13 @@ def medm2g_unet(spec: ModalitySpec, size: ModelSize, context_dim: int, options: 
 
 
 @hookimpl
+def medm2g_vocabularies(spec: ModalitySpec) -> list[Path]:
+    """The head vocabulary (the phantom cohort's reports) and the chest one (MIMIC-CXR's observations)."""
+    folder = Path(__file__).parent / "vocabularies"
+    return [folder / "head.yaml", folder / "chest.yaml"]
+
+
+@hookimpl
 def medm2g_read(spec: ModalitySpec, path: Path) -> str:
     if is_dicom_file(path):
         return read_structured_report(path)
