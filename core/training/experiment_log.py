@@ -4,10 +4,11 @@ Every stage's loop already writes its steps to ``history.jsonl`` at each checkpo
 rows go to the trackers the run config names (``acceleration.log_with``, TensorBoard by default;
 wandb, MLflow, ... where installed): each logged number (the loss and its parts, the learning
 rate), the step time, and at the end of the stage its pictures (the loss curves, a VAE's
-reconstructions). Each stage is one tracker run named like its folder
-(``03-alignment-ct-mri``), so TensorBoard lists the stages side by side. Trackers are opened for
-each batch of rows and closed after it: nothing stays open between checkpoints, and a resumed
-stage simply appends (TensorBoard shows the newest value of a repeated step).
+reconstructions, an LDM's samples). Each stage is one tracker run named like its folder
+(``03-alignment-ct-mri``), so TensorBoard lists the stages side by side. The trackers open at the
+stage's first checkpoint and close at its end (one wandb or MLflow run per stage, not per
+checkpoint); TensorBoard's file is flushed at every checkpoint, so a killed stage keeps what it
+logged, and a resumed stage appends (TensorBoard shows the newest value of a repeated step).
 
 Only the main process logs.
 """
@@ -62,21 +63,36 @@ class ExperimentLog:
         self.run_name = run_name
         self.log_with = [name for name in log_with if name not in NO_TRACKERS] if enabled else []
         self._last_seconds: float | None = None
+        self._trackers: list | None = None
 
     @property
     def active(self) -> bool:
         return bool(self.log_with)
 
     def _open(self) -> list:
+        """The stage's trackers, started on first use and kept until :meth:`close`."""
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-        trackers = []
-        for name in self.log_with:
-            kind = LOGGER_TYPE_TO_CLASS[name]
-            tracker = kind(self.run_name, self.folder) if kind.requires_logging_directory else kind(self.run_name)
-            tracker.start()
-            trackers.append(tracker)
-        return trackers
+        if self._trackers is None:
+            self._trackers = []
+            for name in self.log_with:
+                kind = LOGGER_TYPE_TO_CLASS[name]
+                tracker = kind(self.run_name, self.folder) if kind.requires_logging_directory else kind(self.run_name)
+                tracker.start()
+                self._trackers.append(tracker)
+        return self._trackers
+
+    def _flush(self) -> None:
+        for tracker in self._trackers or ():
+            writer = getattr(tracker, "writer", None)
+            if writer is not None and hasattr(writer, "flush"):
+                writer.flush()
+
+    def close(self) -> None:
+        """Finish the stage's tracker runs (a later call to :meth:`rows` starts new ones)."""
+        for tracker in self._trackers or ():
+            tracker.finish()
+        self._trackers = None
 
     def rows(self, rows: Iterable[Mapping[str, float]]) -> None:
         """Each row's numbers at its step (1-based, as the progress bar counts), plus ``step_seconds``:
@@ -85,20 +101,17 @@ class ExperimentLog:
         if not self.active or not rows:
             return
         trackers = self._open()
-        try:
-            for row in rows:
-                values = {key: float(value) for key, value in row.items()
-                          if key not in ("step", "seconds") and isinstance(value, (int, float))}
-                seconds = row.get("seconds")
-                if seconds is not None:
-                    if self._last_seconds is not None and seconds >= self._last_seconds:
-                        values["step_seconds"] = float(seconds - self._last_seconds)
-                    self._last_seconds = float(seconds)
-                for tracker in trackers:
-                    tracker.log(values, step=int(row["step"]) + 1)
-        finally:
+        for row in rows:
+            values = {key: float(value) for key, value in row.items()
+                      if key not in ("step", "seconds") and isinstance(value, (int, float))}
+            seconds = row.get("seconds")
+            if seconds is not None:
+                if self._last_seconds is not None and seconds >= self._last_seconds:
+                    values["step_seconds"] = float(seconds - self._last_seconds)
+                self._last_seconds = float(seconds)
             for tracker in trackers:
-                tracker.finish()
+                tracker.log(values, step=int(row["step"]) + 1)
+        self._flush()
 
     def pictures(self, pictures: Mapping[str, np.ndarray | Path], step: int) -> None:
         """Pictures (H, W, 3 uint8 arrays, or PNG files) at ``step``: a stage's curves and samples."""
@@ -114,17 +127,13 @@ class ExperimentLog:
                 with Image.open(picture) as image:
                     picture = np.asarray(image.convert("RGB"))
             arrays[tag] = picture
-        trackers = self._open()
-        try:
-            for tracker in trackers:
-                if tracker.name == "tensorboard":  # its add_image wants the layout said
-                    for tag, array in arrays.items():
-                        tracker.writer.add_image(tag, array, global_step=step, dataformats="HWC")
-                elif hasattr(tracker, "log_images"):
-                    tracker.log_images({tag: [array] for tag, array in arrays.items()}, step=step)
-        finally:
-            for tracker in trackers:
-                tracker.finish()
+        for tracker in self._open():
+            if tracker.name == "tensorboard":  # its add_image wants the layout said
+                for tag, array in arrays.items():
+                    tracker.writer.add_image(tag, array, global_step=step, dataformats="HWC")
+            elif hasattr(tracker, "log_images"):
+                tracker.log_images({tag: [array] for tag, array in arrays.items()}, step=step)
+        self._flush()
 
 
 def image_grid(rows: Sequence[Sequence], display_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:

@@ -150,6 +150,7 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
                 if engine.is_main and pending:
                     append_history(history_path, pending)  # the climb before it, for the curves
                     experiment.rows(pending)
+                experiment.close()
                 engine.release()
                 raise _divergence(stage, step, steps, loss, checkpoint, state_path)
             logger.warning("%s: step %d skipped: %s (%d of %d skips allowed)", stage.title, step + 1,
@@ -184,6 +185,7 @@ def run_steps(stage: Stage, layout: RunLayout, stateful: Mapping[str, nn.Module]
     if engine.is_main and experiment.active:
         experiment.pictures({"curves": layout.stage_curves(stage), **(pictures() if pictures is not None else {})},
                             step=steps)
+    experiment.close()
     return history, time.perf_counter() - started
 
 

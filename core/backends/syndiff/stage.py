@@ -62,6 +62,8 @@ def fit_syndiff(graph: PairGraph, datasets: Sequence[str], a: str, b: str, regis
                     keys=[k for k in log[0] if k not in ("step", "seconds", "r1")])  # r1: lazy, not every step
         if experiment is not None:
             experiment.pictures({"curves": curves}, step=config.syndiff.training_steps)
+    if experiment is not None:
+        experiment.close()
     return model.cpu(), log, seconds, {m: len(found) for m, found in data.items()}
 
 

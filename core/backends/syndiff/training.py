@@ -97,6 +97,8 @@ def train_syndiff(model: SynDiff, batches: UnpairedBatches, state_path: Path, hi
                     append_history(history_path, pending)  # the climb before it, for the curves
                     if experiment is not None:
                         experiment.rows(pending)
+                if experiment is not None:
+                    experiment.close()
                 kept = (f"its last checkpoint (step {checkpoint}) is kept in {state_path}" if checkpoint
                         else "it had no checkpoint yet and will start again from its first step")
                 raise DivergenceError(

@@ -26,7 +26,9 @@ def test_rows_and_pictures_are_read_back_by_tensorboard(tmp_path):
               {"step": 1, "loss": 1.5, "lr": 2e-4, "seconds": 1.25}])
     log.rows([{"step": 2, "loss": 1.0, "kl": 0.1, "lr": 3e-4, "seconds": 2.0}])  # the next checkpoint: a new writer
     log.pictures({"curves": np.zeros((8, 12, 3), np.uint8)}, step=3)
-    scalars, images = read_events(tmp_path / "01-vae-ct")
+    assert len(list((tmp_path / "01-vae-ct").glob("events.*"))) == 1  # one tracker run for the stage
+    scalars, images = read_events(tmp_path / "01-vae-ct")  # readable before close: flushed at each checkpoint
+    log.close()
     assert scalars["loss"] == [(1, 2.0), (2, 1.5), (3, 1.0)]  # steps counted from 1, as the progress bar does
     assert [step for step, _ in scalars["lr"]] == [1, 2, 3] and scalars["kl"] == [(3, pytest.approx(0.1))]
     assert [(s, round(v, 3)) for s, v in scalars["step_seconds"]] == [(2, 0.75), (3, 0.75)]
