@@ -136,7 +136,8 @@ def run_ldm_stage(run: Run, stage: Stage) -> dict:
             return {}
         count = min(4, len(data))
         truth = to_device(make_batch(data, range(count))[modality], device)
-        embeddings = encoder(truth).float()
+        with engine.autocast():  # the frozen encoder and VAE are in the run's precision (bf16, say)
+            embeddings = encoder(truth).float()
         denoiser.eval()
 
         def denoise(z, t, conditioned):
@@ -144,10 +145,11 @@ def run_ldm_stage(run: Run, stage: Stage) -> dict:
             return denoiser(z, torch.as_tensor(t, device=device).expand(count), condition_context(embeddings, keep))
 
         shape = (count, *registry[modality].spec.latent_shape)
-        latents = sample(guided(denoise, config.diffusion.guidance_scale), shape,
-                         sampling_scheduler(config.diffusion), config.diffusion.sampling_steps,
-                         [torch.Generator().manual_seed(i) for i in range(count)], device, config.diffusion.eta)
-        generated = vae.decode(latents).float().clamp(-1, 1)
+        with engine.autocast():
+            latents = sample(guided(denoise, config.diffusion.guidance_scale), shape,
+                             sampling_scheduler(config.diffusion), config.diffusion.sampling_steps,
+                             [torch.Generator().manual_seed(i) for i in range(count)], device, config.diffusion.eta)
+            generated = vae.decode(latents).float().clamp(-1, 1)
         denoiser.train()
         shown = registry[modality].spec.intensity.display_range()
         return {"samples (top: data, bottom: sampled from its condition)": image_grid([list(truth), list(generated)],
