@@ -57,26 +57,24 @@ class FileView:
     read: ReadUpload | None = None
 
 
-def guidance_scale(text: str | float | None) -> float | None:
-    """The page's guidance field: empty means the run's scale (tuned for the task, else configured)."""
+def _optional_number(text, convert, field: str, expected: str):
+    """A number field of the page: None where it is empty, else ``convert(text)`` or a message naming it."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
     try:
-        return float(text)
+        return convert(text)
     except ValueError:
-        raise ConfigError(f"guidance scale {text!r}: expected a number such as 2 or 3.5, or nothing for the "
-                          f"run's own") from None
+        raise ConfigError(f"{field} {text!r}: expected {expected}") from None
+
+
+def guidance_scale(text: str | float | None) -> float | None:
+    """The page's guidance field: empty means the run's scale (tuned for the task, else configured)."""
+    return _optional_number(text, float, "guidance scale", "a number such as 2 or 3.5, or nothing for the run's own")
 
 
 def slice_number(text: str | int | None) -> int | None:
     """The page's slice field: empty means the middle slice of a volume."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"slice {text!r}: expected a whole number such as 12, or nothing for the middle "
-                          f"slice") from None
+    return _optional_number(text, int, "slice", "a whole number such as 12, or nothing for the middle slice")
 
 
 def _refusal(error: Exception) -> str:

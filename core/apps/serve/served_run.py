@@ -23,7 +23,7 @@ import attrs
 import torch
 
 from medm2g.core.errors import ConfigError, DataError, MedM2GError
-from medm2g.core.evaluation.generation_eval import finding_readers
+from medm2g.core.evaluation.generation_eval import finding_readers, held_out_findings
 from medm2g.core.generation.backends import GenerationRequest, default_backend, generation_backend
 from medm2g.core.generation.conditions import MAX_REPORT_CHARACTERS, Condition
 from medm2g.core.generation.outputs import write_generation
@@ -207,16 +207,10 @@ class ServedRun:
                 value = str(self.registry[modality].read(path))
             elif path is not None:
                 value = str(path)
-            truth = subject_finding(path) if path is not None else self._truth_beside(manifest, record)
+            truth = (subject_finding(path) if path is not None  # an inline report: the truth beside its images
+                     else held_out_findings(manifest, [record.subject_id], self.registry)[0])
             found.append(Example(record.subject_id, modality, value, truth, record.slice_index))
         return found
-
-    def _truth_beside(self, manifest, record) -> Finding | None:
-        """An inline report's truth: the finding beside any of the subject's files."""
-        for modality, value in record.values.items():
-            if self.registry[modality].spec.kind.is_imaging:
-                return subject_finding(manifest.resolve(value))
-        return None
 
     # generation --------------------------------------------------------------------------------------
 
