@@ -129,6 +129,7 @@ class ServedRun:
         self.run = run
         self.work = Path(work)
         self._lock = threading.Lock()  # models load lazily and sample in place: one request at a time
+        self._examples: dict[tuple[str, int], list[Example]] = {}
 
     @classmethod
     def open(cls, run_dir: Path | str, registry: ModalityRegistry, work: Path,
@@ -194,21 +195,30 @@ class ServedRun:
             return None
 
     def examples(self, modality: str, limit: int = EXAMPLES) -> list[Example]:
-        """Up to ``limit`` held-out subjects' ``modality`` (reports as text, images as file paths)."""
+        """Up to ``limit`` held-out subjects' ``modality`` (reports as text, images as file paths); read
+        once per server, as every page request that lists or picks one asks again."""
+        key = (modality, limit)
+        if key not in self._examples:
+            self._examples[key] = self._read_examples(modality, limit)
+        return self._examples[key]
+
+    def _read_examples(self, modality: str, limit: int) -> list[Example]:
         manifest = self._held_out
         if manifest is None or modality not in manifest.modalities:
             return []
+        records = manifest.having(modality)[:limit]
+        text = self.registry[modality].spec.kind is ModalityKind.TEXT
+        # an inline report's truth lies beside the subject's images: looked up for all records at once
+        beside = held_out_findings(manifest, [r.subject_id for r in records], self.registry) if text else []
         found = []
-        for record in manifest.having(modality)[:limit]:
+        for index, record in enumerate(records):
             value = record.values[modality]
-            text = self.registry[modality].spec.kind is ModalityKind.TEXT
             path = None if text and not value.lower().endswith(".txt") else manifest.resolve(value)
             if text and path is not None:
                 value = str(self.registry[modality].read(path))
             elif path is not None:
                 value = str(path)
-            truth = (subject_finding(path) if path is not None  # an inline report: the truth beside its images
-                     else held_out_findings(manifest, [record.subject_id], self.registry)[0])
+            truth = subject_finding(path) if path is not None else beside[index]
             found.append(Example(record.subject_id, modality, value, truth, record.slice_index))
         return found
 
