@@ -265,9 +265,14 @@ class PhantomRendering:
             raise ValueError("a phantom rendering needs at least one sample")
 
 
-def _name(instance, attribute, value) -> None:
-    if not isinstance(value, str) or not MODALITY_NAME_PATTERN.match(value):
-        raise ValueError(f"{attribute.name} must be a lowercase identifier (letters, digits, _), got {value!r}")
+BACKEND_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+"""A backend's name: a lowercase identifier, hyphens allowed between words (``vq-ar``)."""
+
+
+def _backend_name(instance, attribute, value) -> None:
+    if not isinstance(value, str) or not BACKEND_NAME_PATTERN.match(value):
+        raise ValueError(f"{attribute.name} must be a lowercase name (letters, digits, _ and - between words), "
+                         f"got {value!r}")
 
 
 @attrs.frozen
@@ -285,13 +290,20 @@ class BackendSpec:
     (:class:`medm2g.core.generation.backends.GenerationBackend`).
     """
 
-    name: str = attrs.field(validator=_name)
+    name: str = attrs.field(validator=_backend_name)
     description: str
     stage_runners: dict = attrs.field(factory=dict, converter=dict)
     generator: object = None
     edge_stage_kind: str | None = None
     """The stage kind the graph engine plans once per pair-graph edge with ``backend: NAME``
     (SynDiff: ``adversarial_diffusion``); None for MedM2G's own, whose edges form the star."""
+    evaluator: object = None
+    """``evaluator(run, plan, manifest, subjects, folder) -> {name: path}``: what ``medm2g eval`` measures
+    of the backend's trained edges beyond the generation table (vq-ar: its codebook and alignment),
+    written into ``folder``; None for nothing more."""
+    edge_modalities: str = attrs.field(default="images", validator=attrs.validators.in_(("images", "report-image")))
+    """What its edges join: ``images`` (two imaging modalities, translated both ways) or
+    ``report-image`` (a report modality and an imaging one, the image generated from the report)."""
 
     @stage_runners.validator
     def _callables(self, attribute, value) -> None:

@@ -24,6 +24,7 @@ import attrs
 import cattrs
 
 from medm2g.core.config.syndiff import SynDiffConfig
+from medm2g.core.config.vq_ar import VQArConfig
 from medm2g.core.diffusion.attention import ATTENTION_BACKENDS
 from medm2g.core.diffusion.cross_guidance import CrossGuidanceConfig
 from medm2g.core.diffusion.schedule import DiffusionConfig
@@ -205,6 +206,7 @@ class RunConfig:
     cross_guidance: CrossGuidanceConfig = CrossGuidanceConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     syndiff: SynDiffConfig = SynDiffConfig()
+    vq_ar: VQArConfig = VQArConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
     grids: Mapping[str, Grid] = attrs.field(factory=dict)
 

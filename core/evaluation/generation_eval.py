@@ -170,7 +170,7 @@ def evaluate_generation(run: TrainedRun, plan: TrainingPlan, manifest: Manifest,
     sources = [m for m in sorted(modalities) if m in run.conditionable()]
     targets = [m for m in sorted(modalities) if m in run.generatable()]
     tasks = [(source, target, "medm2g") for source in sources for target in targets if source != target]
-    tasks += [(source, target, run.translation_backend(source, target)) for source, target in run.translatable()
+    tasks += [(source, target, backend) for source, target, backend in run.translation_tasks()
               if source in modalities and target in modalities]
     if only is not None:
         possible = {(source, target) for source, target, _ in tasks}

@@ -69,4 +69,7 @@ def evaluate_run(run: TrainedRun, manifest_path: Path | None = None, subjects: i
                 if other_words else None)
     if reworded:
         written.update({f"other_words_{k}": v for k, v in write_other_words(reworded, folder or run.layout.eval_dir).items()})
+    for name, backend in run.registry.backends.items():  # what a backend measures beyond the table
+        if backend.evaluator is not None and any(edge.backend == name for edge in plan.translation_edges):
+            written.update(backend.evaluator(run, plan, manifest, ladder_subjects, folder or run.layout.eval_dir))
     return RunEvaluation(retrieval, scores, settings, manifest, written, found, reworded)

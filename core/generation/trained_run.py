@@ -120,17 +120,25 @@ class TrainedRun:
     def _completed_groups(self, kind: StageKind) -> set[ParamGroup]:
         return {group for stage in self.plan.stages_of(kind) if self.completed(stage) for group in stage.trains}
 
+    def translation_tasks(self) -> list[tuple[str, str, str]]:
+        """(source, target, backend) of every task a completed translation stage can do: both directions
+        of an edge between images, report -> image of a report-image edge (the plan's tasks)."""
+        done = {(frozenset((edge.a, edge.b)), edge.backend) for stage, edge in self.plan.translation_stages()
+                if self.completed(stage)}
+        return [(task.source, task.target, task.backend) for task in self.plan.tasks
+                if task.backend != "medm2g" and (frozenset((task.source, task.target)), task.backend) in done]
+
     def translatable(self, backend: str | None = None) -> list[tuple[str, str]]:
         """(source, target) of every direction a completed translation stage can do (of ``backend``'s
-        edges only, when given)."""
-        return [direction for stage, edge in self.plan.translation_stages()
-                if self.completed(stage) and backend in (None, edge.backend)
-                for direction in ((edge.a, edge.b), (edge.b, edge.a))]
+        edges only, when given), each once."""
+        return list(dict.fromkeys((source, target) for source, target, by in self.translation_tasks()
+                                  if backend in (None, by)))
 
     def translation_backend(self, source: str, target: str) -> str | None:
         """The backend of the first completed translation edge that does ``source`` -> ``target``."""
         for stage, edge in self.plan.translation_stages():
-            if self.completed(stage) and {source, target} == {edge.a, edge.b}:
+            if self.completed(stage) and {source, target} == {edge.a, edge.b} \
+                    and (source, target) in self.translatable(edge.backend):
                 return edge.backend
         return None
 

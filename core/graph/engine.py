@@ -98,8 +98,15 @@ def stage_kind(value: "StageKind | str") -> "StageKind | BackendStageKind":
 MEDM2G_STAGE_KINDS = (StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED)
 """The stage kinds of MedM2G's own backend; every other kind is a translation edge's."""
 
-BUILT_IN_EDGE_STAGES = {"syndiff": StageKind.ADVERSARIAL_DIFFUSION.value}
+BUILT_IN_EDGE_STAGES = {"syndiff": StageKind.ADVERSARIAL_DIFFUSION.value, "vq-ar": "vq_autoregressive"}
 """The stage kind each built-in translation backend plans per edge (its record says the same)."""
+
+EDGE_MODALITIES = ("images", "report-image")
+"""What a translation backend's edge joins: two imaging modalities, translated both ways (SynDiff), or
+a report modality and an imaging one, generated from the report (vq-ar)."""
+
+BUILT_IN_EDGE_MODALITIES = {"syndiff": "images", "vq-ar": "report-image"}
+"""What each built-in translation backend's edges join (their records say the same)."""
 
 
 @attrs.frozen
@@ -335,7 +342,7 @@ def _imaging_filter(imaging: set[str], names: Iterable[str]) -> tuple[str, ...]:
 
 def plan_stages(
     graph: PairGraph, center: str | None, star: tuple[AlignmentEdge, ...], imaging: set[str] | None = None,
-    edge_stages: Mapping[str, str] | None = None,
+    edge_stages: Mapping[str, str] | None = None, edge_modalities: Mapping[str, str] | None = None,
 ) -> tuple[Stage, ...]:
     """Alignment stages, VAEs, single-modality LDMs, the multi-flow rounds, then one stage per
     translation edge (SynDiff trains on its own, from nothing the other stages make), of the kind
@@ -349,6 +356,7 @@ def plan_stages(
     if imaging is None:
         imaging = set(graph.modalities) - {center}
     edge_stages = BUILT_IN_EDGE_STAGES if edge_stages is None else edge_stages
+    edge_modalities = BUILT_IN_EDGE_MODALITIES if edge_modalities is None else edge_modalities
     stages: list[Stage] = []
 
     def add(kind: StageKind, modalities, datasets, trains, frozen, visual_invariant=()) -> None:
@@ -360,7 +368,12 @@ def plan_stages(
     for index, edge in enumerate(graph.pairs):
         if edge.is_translation:
             not_imaging = [name for name in (edge.a, edge.b) if name not in imaging]
-            if not_imaging:
+            if edge_modalities.get(edge.backend, "images") == "report-image":
+                if len(not_imaging) != 1:
+                    raise GraphError(f"{graph.source}: pairs[{index}]: backend {edge.backend} generates an image "
+                                     f"from a report; pair one report modality with one imaging modality "
+                                     f"(got {edge.a!r} and {edge.b!r})")
+            elif not_imaging:
                 raise GraphError(f"{graph.source}: pairs[{index}]: backend {edge.backend} translates images; "
                                  f"{', '.join(repr(n) for n in not_imaging)} is not an imaging modality")
             kind = stage_kind(edge_stages.get(edge.backend, "translation"))
@@ -428,10 +441,14 @@ def _star_path(star: tuple[AlignmentEdge, ...], center: str, source: str, target
     return tuple(up + down[-2::-1])
 
 
-def generation_tasks(graph: PairGraph, center: str | None,
-                     star: tuple[AlignmentEdge, ...]) -> tuple[GenerationTask, ...]:
+def generation_tasks(graph: PairGraph, center: str | None, star: tuple[AlignmentEdge, ...],
+                     imaging: set[str] | None = None,
+                     edge_modalities: Mapping[str, str] | None = None) -> tuple[GenerationTask, ...]:
     """Every ordered pair of the aligned modalities (all are linked once the star spans them), then
-    both directions of every translation edge, done by that edge's backend."""
+    both directions of every translation edge between images, and report -> image of a report-image
+    edge, done by that edge's backend."""
+    edge_modalities = BUILT_IN_EDGE_MODALITIES if edge_modalities is None else edge_modalities
+    imaging = set(graph.modalities) - {center} if imaging is None else imaging
     paired = {edge.key for edge in graph.pairs if edge.paired and not edge.is_translation}
     names = sorted(aligned_modalities(center, star))
     tasks = [GenerationTask(source, target, frozenset((source, target)) in paired,
@@ -439,8 +456,11 @@ def generation_tasks(graph: PairGraph, center: str | None,
              for source in names for target in names if source != target]
     for edge in graph.pairs:
         if edge.is_translation:
+            directions = ((edge.a, edge.b), (edge.b, edge.a))
+            if edge_modalities.get(edge.backend, "images") == "report-image":
+                directions = tuple((s, t) for s, t in directions if t in imaging and s not in imaging)
             tasks += [GenerationTask(source, target, edge.paired, (source, target), edge.backend)
-                      for source, target in ((edge.a, edge.b), (edge.b, edge.a))]
+                      for source, target in directions]
     return tuple(tasks)
 
 
@@ -465,15 +485,17 @@ def cost_report(graph: PairGraph, star, stages, tasks) -> CostReport:
 
 
 def build_plan(graph: PairGraph, imaging: set[str] | None = None,
-               edge_stages: Mapping[str, str] | None = None) -> TrainingPlan:
+               edge_stages: Mapping[str, str] | None = None,
+               edge_modalities: Mapping[str, str] | None = None) -> TrainingPlan:
     """Everything the trainer and sampler need, derived from a validated pair graph; ``edge_stages``
-    maps each translation backend to the stage kind it trains per edge (see :func:`plan_stages`)."""
+    maps each translation backend to the stage kind it trains per edge, ``edge_modalities`` to what its
+    edges join (``EDGE_MODALITIES``; see :func:`plan_stages`)."""
     if not graph.modalities:
         raise GraphError(f"{graph.source}: a pair graph needs at least one modality")
     center, chosen_by = choose_center(graph)
     star = build_star(graph, center) if center is not None else ()
-    stages = plan_stages(graph, center, star, imaging, edge_stages)
-    tasks = generation_tasks(graph, center, star)
+    stages = plan_stages(graph, center, star, imaging, edge_stages, edge_modalities)
+    tasks = generation_tasks(graph, center, star, imaging, edge_modalities)
     star_keys = {frozenset((edge.modality, edge.via)) for edge in star}
     unused = tuple(sorted((e for e in graph.pairs if e.key not in star_keys and not e.is_translation),
                           key=lambda e: e.label))

@@ -43,6 +43,8 @@ def _datasets(value: str | Iterable[str]) -> tuple[str, ...]:
 EDGE_BACKENDS = {
     "medm2g": "central alignment, latent diffusion and the multi-flow rounds (paired data)",
     "syndiff": "adversarial diffusion translating images a <-> b (paired or unpaired data)",
+    "vq-ar": "anatomy-pathology prompts, a VQ-GAN codebook, word-patch alignment and a token transformer "
+             "generating an image from a report (paired report-image data)",
 }
 """What an edge's data can train; ``medm2g`` is the default."""
 
@@ -57,8 +59,9 @@ def _backend(value: Any) -> str:
 
 
 def _backend_name(instance, attribute, value: str) -> None:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
-        raise ValueError(f"a backend name is a lowercase identifier, got {shown(value)}")
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*(-[a-z0-9_]+)*", value):
+        raise ValueError(f"a backend name is a lowercase name (letters, digits, _ and - between words), "
+                         f"got {shown(value)}")
 
 
 def backend_problems(graph: "PairGraph", known: Iterable[str]) -> list[str]:
@@ -84,8 +87,8 @@ class PairEdge:
     usable for unpaired translation but never for contrastive alignment.
     ``backend`` says what the data train: ``medm2g`` (the default) makes the edge part
     of the alignment star and the multi-flow rounds; ``syndiff`` trains an adversarial
-    diffusion translating a <-> b instead, from paired or unpaired data. The same pair
-    may be listed once per backend.
+    diffusion translating a <-> b instead, from paired or unpaired data; ``vq-ar`` a report ->
+    image token model on paired report-image data. The same pair may be listed once per backend.
     """
 
     a: str

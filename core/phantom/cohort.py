@@ -132,8 +132,10 @@ def write_manifests(out: Path, graph: PairGraph, records: list[SubjectRecord]) -
     """One manifest per pair of the graph (its dataset path) plus ``data/test.csv``. A ``paired: false``
     pair's manifest holds each of its subjects with one of the two modalities only."""
     modalities = sorted({m for r in records for m in r.files})
-    names = [f"{index}:{edge.label}" for index, edge in enumerate(graph.pairs)]  # one pair may have two backends
-    test_ids, groups = assign_groups(len(records), names)
+    # one group of subjects per distinct manifest: two edges naming the same file (one pair trained by
+    # two backends) share its subjects; one pair listed twice with two files gets two groups
+    names = [f"{edge.label}:{','.join(edge.dataset)}" for edge in graph.pairs]
+    test_ids, groups = assign_groups(len(records), list(dict.fromkeys(names)))
     counts: dict[str, int] = {}
 
     def write(path: Path, rows: list[dict]) -> None:

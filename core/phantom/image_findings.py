@@ -140,6 +140,28 @@ class ImageFindingReader:
         return side, region
 
 
+def lesion_mask_at(mask_path: Path, record, shape: tuple[int, int]) -> torch.Tensor:
+    """The (H, W) bool lesion mask of a manifest record's sample as training sees it (a volume's key
+    slice), on a ``shape`` grid; all false where no mask was written (a plugin may write none for a
+    normal subject)."""
+    if not mask_path.is_file():
+        return torch.zeros(shape, dtype=torch.bool)
+    mask = torch.from_numpy(np.asarray(load_mask(mask_path)))
+    mask = mask if mask.dim() == 2 else mask[key_slice(record, mask.shape[0])]
+    if tuple(mask.shape) != tuple(shape):  # the run's grid differs from the phantom's
+        mask = F.interpolate(mask[None, None].float(), size=tuple(shape), mode="nearest")[0, 0]
+    return mask > 0
+
+
+def lesion_mask_of(manifest: Manifest, record, modality: str, shape: tuple[int, int]) -> torch.Tensor | None:
+    """The lesion mask beside a record's ``modality`` file (see :func:`lesion_mask_at`), or None where the
+    data are not a phantom cohort (no finding beside the file)."""
+    path = manifest.resolve(record.values[modality])
+    if subject_finding(path) is None:
+        return None
+    return lesion_mask_at(_mask_path(path, modality), record, shape)
+
+
 def fit_reader(manifests: Sequence[Manifest], modality: str, registry: ModalityRegistry,
                limit: int = 200) -> ImageFindingReader | None:
     """A reader fitted on up to ``limit`` training records of ``modality`` across ``manifests``,
@@ -156,15 +178,8 @@ def fit_reader(manifests: Sequence[Manifest], modality: str, registry: ModalityR
             if finding is None or not (mask_path.is_file() or finding.is_normal):
                 return None
             sample = reader.load(record, modality)  # the key slice of a volume, as training sees it
-            if not mask_path.is_file():  # a plugin may write no mask for a normal subject
-                mask = torch.zeros(sample.shape[-2:], dtype=torch.bool)
-            else:
-                mask = torch.from_numpy(np.asarray(load_mask(mask_path)))
-                mask = mask if mask.dim() == 2 else mask[key_slice(record, mask.shape[0])]
-            if mask.shape != sample.shape[-2:]:  # the run's grid differs from the phantom's
-                mask = F.interpolate(mask[None, None].float(), size=tuple(sample.shape[-2:]), mode="nearest")[0, 0] > 0
             images.append(sample)
-            masks.append(mask)
+            masks.append(lesion_mask_at(mask_path, record, tuple(sample.shape[-2:])))
             findings.append(finding)
     if not images or all(f.is_normal for f in findings):
         return None

@@ -44,6 +44,7 @@ DIVERGENCE_FIXES = {  # what a diverged stage is resumed with: the config.yaml i
     "cross_guidance.learning_rate", "cross_guidance.spatial_learning_rate", "cross_guidance.warmup_steps",
     "acceleration.skip_nonfinite_steps",
     "syndiff.generator_learning_rate", "syndiff.discriminator_learning_rate",
+    "vq_ar.codebook_learning_rate", "vq_ar.alignment_learning_rate", "vq_ar.transformer_learning_rate",
 }
 
 
@@ -145,10 +146,12 @@ def load_run_plan(layout: RunLayout, registry: ModalityRegistry) -> TrainingPlan
 def plan_for(graph: PairGraph, registry: ModalityRegistry) -> TrainingPlan:
     """The graph's plan, with the visual invariant on the modalities whose plugins say they are imaging,
     and each translation edge planned as the stage kind its installed backend trains."""
-    edge_stages = {name: backend.edge_stage_kind for name, backend in registry.backends.items()
-                   if backend.edge_stage_kind} if registry.backends else None
+    backends = {name: backend for name, backend in registry.backends.items() if backend.edge_stage_kind}
+    edge_stages = {name: backend.edge_stage_kind for name, backend in backends.items()} if registry.backends else None
+    edge_modalities = {name: backend.edge_modalities for name, backend in backends.items()} \
+        if registry.backends else None
     return build_plan(graph, imaging={name for name in graph.modalities if registry[name].spec.kind.is_imaging},
-                      edge_stages=edge_stages)
+                      edge_stages=edge_stages, edge_modalities=edge_modalities)
 
 
 

@@ -117,5 +117,5 @@ def test_a_third_party_backend_plans_trains_and_generates(affine_cohort, tmp_pat
 def test_an_edge_naming_a_backend_nobody_installed_is_refused_with_the_installed_ones(affine_cohort, installed):
     from medm2g.core.graph.pair_graph import load_pair_graph
 
-    with pytest.raises(GraphError, match=r"pairs\[0\].backend: unknown backend 'affine' \(known: medm2g, syndiff\)"):
+    with pytest.raises(GraphError, match=r"pairs\[0\].backend: unknown backend 'affine' \(known: medm2g, syndiff, vq-ar\)"):
         load_pair_graph(affine_cohort / "graph.yaml", installed=installed)

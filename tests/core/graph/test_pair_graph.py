@@ -74,7 +74,7 @@ def test_an_unknown_backend_is_named_with_its_place_and_a_suggestion(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text("modalities: [ct, mri]\npairs:\n  - {a: mri, b: ct, dataset: u.csv, backend: syndif}\n")
     with pytest.raises(GraphError, match=r"g.yaml: pairs\[0\].backend: unknown backend 'syndif' "
-                                         r"\(did you mean 'syndiff'\? known: medm2g, syndiff\)"):
+                                         r"\(did you mean 'syndiff'\? known: medm2g, syndiff, vq-ar\)"):
         load_pair_graph(path)
 
 

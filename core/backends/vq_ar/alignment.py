@@ -1,0 +1,86 @@
+"""Fine-grained alignment of prompt words with codebook patches (the seed paper's step 2).
+
+A word's vector comes from its token through one self-attention layer over the prompt, so
+"haemorrhage" in "haemorrhage in the left frontal lobe" knows its side; a patch's vector from its
+codebook entry plus a learned embedding of its position, so "left frontal lobe" can mean a place
+as well as a look. The word-patch similarity matrix is trained contrastively on paired data
+(FILIP-style): a prompt's score with an image is the mean over its content words of their best
+patch, and the symmetric InfoNCE of those scores over a batch (eq. 3 of MedM2G, per word instead of
+per sample) pulls each prompt to its own image.
+
+Because a patch is a (code, position) pair, the similarities of a term with every pair are known
+without an image: the prompt's *key patches* are the top pairs of each term, the tokens the
+transformer reads beside the prompt; over one image's grid they are its heat map.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medm2g.core.models.losses import LearnableTemperature
+
+
+class WordPatchAlignment(nn.Module):
+    def __init__(self, vocabulary_size: int, code_dim: int, grid: int, dim: int, content_ids: set[int]):
+        super().__init__()
+        self.grid = grid
+        self.words = nn.Embedding(vocabulary_size, dim)
+        self.context = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, dropout=0.0,
+                                                  batch_first=True, norm_first=True)
+        self.code_in = nn.Linear(code_dim, dim)
+        self.positions = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+        self.patch_out = nn.Sequential(nn.GELU(), nn.Linear(dim, dim))
+        self.temperature = LearnableTemperature(0.1)
+        content = torch.zeros(vocabulary_size, dtype=torch.bool)
+        content[sorted(content_ids)] = True
+        self.register_buffer("content", content, persistent=False)
+
+    def word_vectors(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids with (B, L) real-token mask -> (B, L, dim) unit vectors."""
+        hidden = self.context(self.words(tokens), src_key_padding_mask=~mask)
+        return F.normalize(hidden, dim=-1)
+
+    def patch_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, code_dim, h, w) codebook vectors of images -> (B, h*w, dim) unit vectors."""
+        flat = codes.flatten(2).transpose(1, 2)
+        return F.normalize(self.patch_out(self.code_in(flat) + self.positions), dim=-1)
+
+    def every_patch(self, codebook: torch.Tensor) -> torch.Tensor:
+        """(K, code_dim) codebook -> (K, h*w, dim): every code at every position, the patches an image
+        could have, for key patches chosen before there is an image."""
+        return F.normalize(self.patch_out(self.code_in(codebook)[:, None] + self.positions[None]), dim=-1)
+
+    def scores(self, words: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
+               patches: torch.Tensor) -> torch.Tensor:
+        """(B_text, B_image): each prompt's mean, over its content words, of their best patch in each image."""
+        weights = (mask & self.content[tokens]).float()
+        best = torch.einsum("ild,jpd->ijlp", words, patches).amax(-1)  # (B_text, B_image, L)
+        return (best * weights[:, None]).sum(-1) / weights.sum(-1).clamp(min=1)[:, None]
+
+    def loss(self, tokens: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE of the fine-grained scores of a batch of paired prompts and images."""
+        scores = self.scores(self.word_vectors(tokens, mask), mask, tokens, self.patch_vectors(codes))
+        logits = scores / self.temperature()
+        targets = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+    def term_vector(self, words: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
+        """One prompt's (L, dim) word vectors -> the unit vector of the term at ``span``."""
+        return F.normalize(words[span[0]:span[1]].mean(0), dim=-1)
+
+
+def heat_map(alignment: WordPatchAlignment, term: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """(grid, grid) similarities of a term's vector with each patch of one image's (code_dim, h, w) codes."""
+    patches = alignment.patch_vectors(codes[None])[0]
+    return (patches @ term).view(alignment.grid, alignment.grid)
+
+
+def key_patches(alignment: WordPatchAlignment, term: torch.Tensor, codebook: torch.Tensor,
+                count: int) -> list[tuple[int, int]]:
+    """The ``count`` (position, code) pairs most similar to a term's vector, best first."""
+    similarities = alignment.every_patch(codebook) @ term  # (K, P)
+    best = similarities.flatten().topk(count).indices
+    positions = similarities.shape[1]
+    return [(int(i) % positions, int(i) // positions) for i in best]

@@ -1,0 +1,82 @@
+"""The ``vq-ar`` generation backend: a report to an image through its prompt, key patches and tokens.
+
+It answers the same :class:`GenerationRequest` as the other backends, so ``medm2g generate --backend
+vq-ar`` and ``medm2g eval`` need nothing else. A report becomes its anatomy-pathology prompt (the
+grammar's, so the words are the vocabulary's), the alignment picks each term's key patches, the
+transformer draws the image's tokens (row i from its own seed alone) and the codebook decodes them.
+What it cannot do (an image condition, joint outputs, guidance, a step count) is refused before any
+sampling.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medm2g.core.backends.vq_ar.model import VQAutoregressive
+from medm2g.core.backends.vq_ar.stage import BACKEND, edge_vocabulary, load_trained_vq_ar
+from medm2g.core.errors import ConfigError
+from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
+from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.training.encoders import modality_seed
+
+
+class VQArGenerator:
+    def __init__(self, run: TrainedRun):
+        self.run = run
+        self._models: dict[tuple[str, str], VQAutoregressive] = {}
+
+    def model(self, source: str, target: str) -> VQAutoregressive:
+        key = (source, target)
+        if key not in self._models:
+            self._models[key] = load_trained_vq_ar(self.run.registry, source, target, self.run.config,
+                                                   self.run.layout).to(self.run.device)
+        return self._models[key]
+
+    def check(self, request: GenerationRequest) -> tuple[str, str]:
+        root, pairs = self.run.layout.root, self.run.translatable(BACKEND)
+        can = ", ".join(f"{s}->{t}" for s, t in pairs) or "nothing (no backend: vq-ar pair was trained)"
+        if request.joint or len(request.outputs) != 1:
+            raise ConfigError(f"{root}: vq-ar generates one image modality at a time (--to one modality, no --joint)")
+        sources = {condition.modality for condition in request.conditions}
+        if len(sources) != 1:
+            raise ConfigError(f"{root}: vq-ar generates an image from a report: give --from reports ({can})")
+        (source,), (target,) = sources, request.outputs
+        if (source, target) not in pairs:
+            raise ConfigError(f"{root}: no vq-ar model for {source}->{target} (it can generate: {can})")
+        if request.steps is not None:
+            raise ConfigError("vq-ar draws one token per grid position, not diffusion steps: leave --steps out")
+        if request.guidance_scale is not None:
+            raise ConfigError("vq-ar has no classifier-free guidance: leave --guidance out")
+        return source, target
+
+    def describe(self, request: GenerationRequest) -> dict:
+        source, target = self.check(request)
+        settings = self.run.config.vq_ar
+        return {"generation": f"{source}->{target}", "prompt": "anatomy-pathology grammar",
+                "vocabulary": settings.vocabulary, "top_k": settings.top_k, "temperature": settings.temperature}
+
+    def prompts(self, request: GenerationRequest) -> list[str]:
+        """Each condition's prompt, as the transformer reads it (for provenance and the page)."""
+        source, target = self.check(request)
+        model, vocabulary = self.model(source, target), edge_vocabulary(self.run.registry, self.run.config)
+        return [model.prompt_condition(str(c.sample), vocabulary).prompt.text for c in request.conditions]
+
+    @torch.no_grad()
+    def generate(self, request: GenerationRequest) -> list[GeneratedSample]:
+        source, target = self.check(request)
+        model, settings = self.model(source, target), self.run.config.vq_ar
+        vocabulary = edge_vocabulary(self.run.registry, self.run.config)
+        conditions = [model.prompt_condition(str(c.sample), vocabulary) for c in request.conditions]
+        rows = request.rows()
+        samples = []
+        for start in range(0, len(rows), request.batch_size):
+            chunk = rows[start:start + request.batch_size]
+            seeds = [request.row_seed(start + i) for i in range(len(chunk))]
+            tokens, masks = model.conditioning([conditions[c] for c, _ in chunk], self.run.device)
+            generators = [torch.Generator().manual_seed(modality_seed(seed, target)) for seed in seeds]
+            drawn = model.transformer.sample(tokens, masks, generators, settings.top_k, settings.temperature)
+            grid = model.codebook.grid
+            images = model.codebook.decode(drawn.view(-1, grid, grid).to(self.run.device)).float().cpu()
+            samples += [GeneratedSample(c, k, seed, {target: image})
+                        for (c, k), seed, image in zip(chunk, seeds, images)]
+        return samples

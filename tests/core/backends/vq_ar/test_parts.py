@@ -1,0 +1,159 @@
+"""The vq-ar backend's parts on tiny models: the codebook's round trip and usage, the prompt tokens,
+the word-patch alignment finding a planted patch, a stopped phase resuming to the same weights, and
+the transformer's sampling reproducible per row."""
+
+import pytest
+import torch
+
+from medm2g.core.backends.vq_ar.alignment import WordPatchAlignment, heat_map, key_patches
+from medm2g.core.backends.vq_ar.codebook import VisualCodebook, codebook_usage
+from medm2g.core.backends.vq_ar.model import VQAutoregressive
+from medm2g.core.backends.vq_ar.tokens import PAD, UNKNOWN, PromptTokens, prompt_terms, term_span, words_of
+from medm2g.core.backends.vq_ar.training import codebook_step, train_phase
+from medm2g.core.config.vq_ar import VQArConfig
+from medm2g.core.prompting.prompts import make_prompt
+from medm2g.core.prompting.vocabulary import installed_vocabularies
+
+TINY = VQArConfig(widths=(8, 8, 8), codebook_size=16, code_dim=4, codebook_steps=6, discriminator_start=2,
+                  dead_code_restart_every=3, alignment_dim=16, transformer_width=16, transformer_layers=1,
+                  transformer_heads=2, batch_size=4, key_patches=2)
+
+
+@pytest.fixture(scope="module")
+def head(installed):
+    return installed_vocabularies(installed)["head"]
+
+
+def test_the_codebook_encodes_a_grid_of_indices_in_range_and_decodes_back_to_the_image_shape():
+    torch.manual_seed(0)
+    codebook = VisualCodebook(1, 32, TINY)
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        indices = codebook.encode(images)
+        decoded = codebook.decode(indices)
+    assert indices.shape == (3, 8, 8) and indices.dtype == torch.long  # two halvings: a quarter of the side
+    assert int(indices.min()) >= 0 and int(indices.max()) < TINY.codebook_size
+    assert decoded.shape == images.shape and float(decoded.abs().max()) <= 1
+    reconstructed, loss, same = codebook.reconstruct(images)
+    assert torch.equal(same, indices) and reconstructed.shape == images.shape and float(loss) >= 0
+
+
+def test_codebook_usage_is_one_entry_for_a_constant_grid_and_all_of_them_for_a_uniform_one():
+    assert codebook_usage(torch.zeros(4, 8, 8, dtype=torch.long), 16) == {"codes_used": 1 / 16, "perplexity": 1.0}
+    uniform = codebook_usage(torch.arange(64).remainder(16).view(1, 8, 8), 16)
+    assert uniform["codes_used"] == 1.0 and uniform["perplexity"] == pytest.approx(16.0)
+
+
+def test_unused_codes_restart_on_encoder_outputs():
+    torch.manual_seed(0)
+    codebook = VisualCodebook(1, 32, TINY)
+    before = codebook.codes.detach().clone()
+    unused = torch.zeros(TINY.codebook_size, dtype=torch.bool)
+    unused[[1, 5]] = True
+    moved = codebook.restart_codes(unused, torch.rand(2, 1, 32, 32), torch.Generator().manual_seed(0))
+    assert moved == 2
+    changed = (codebook.codes.detach() != before).any(1)
+    assert changed.tolist() == unused.tolist()
+
+
+def test_prompt_tokens_cover_every_word_of_a_grammar_prompt_and_find_its_terms(head):
+    tokens = PromptTokens.for_vocabulary(head, "generate the image of this prompt")
+    prompt = make_prompt("Findings: acute haematoma of the left occipital lobe. No oedema.", head)
+    assert prompt.text == "haemorrhage in the left occipital lobe; no oedema"
+    ids = tokens.ids(prompt.text)
+    assert UNKNOWN not in ids and len(ids) == len(words_of(prompt.text)) == 9
+    assert tokens.ids("haemorrhage zebra") [1] == UNKNOWN
+    assert prompt_terms(prompt) == ["haemorrhage", "left occipital lobe"]
+    assert term_span(words_of(prompt.text), "left occipital lobe") == (3, 6)
+    rows, masks = tokens.padded([prompt.text], 12)
+    assert rows[0][9:] == [PAD] * 3 and masks[0] == [True] * 9 + [False] * 3
+    content = {tokens.words[i - 5] for i in tokens.content_ids()}
+    assert {"haemorrhage", "left", "occipital", "lobe", "oedema"} <= content and not {"in", "the", ";"} & content
+
+
+def test_the_alignment_ranks_a_planted_patch_first_for_its_word():
+    """Images are random codes, except that an image whose prompt says "mass" has code 3 at
+    position 10: trained contrastively, "mass" must peak at that patch in a new image, and its first
+    key patch (chosen with no image) must be code 3 (its position is not identifiable here: code 3 is
+    only ever seen at position 10, and background codes are seen there too)."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    codebook = torch.randn(8, 4, generator=generator)
+    words = {"mass": 5, "normal": 6, "brain": 7}
+    alignment = WordPatchAlignment(8, 4, 4, 32, {5, 6, 7})
+    optimizer = torch.optim.Adam(alignment.parameters(), lr=3e-3)
+    for _ in range(150):
+        grids = torch.randint(0, 3, (16, 16), generator=generator)  # codes 0-2: background
+        has_mass = torch.arange(16) % 2 == 0
+        grids[has_mass, 10] = 3
+        tokens = torch.tensor([[words["mass"], words["brain"]] if m else [words["normal"], words["brain"]]
+                               for m in has_mass])
+        codes = codebook[grids].permute(0, 2, 1).reshape(16, 4, 4, 4)
+        loss = alignment.loss(tokens, torch.ones_like(tokens, dtype=torch.bool), codes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    grid = torch.randint(0, 3, (16,), generator=generator)
+    grid[10] = 3
+    with torch.no_grad():
+        vectors = alignment.word_vectors(torch.tensor([[5, 7]]), torch.ones(1, 2, dtype=torch.bool))[0]
+        mass = alignment.term_vector(vectors, (0, 1))
+        similarities = heat_map(alignment, mass, codebook[grid].T.reshape(4, 4, 4))
+        assert int(similarities.flatten().argmax()) == 10
+        ((_, code),) = key_patches(alignment, mass, codebook, 1)
+        assert code == 3
+
+
+def test_a_stopped_codebook_phase_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, head):
+    images = torch.rand(10, 1, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
+
+    def model():
+        torch.manual_seed(0)
+        return VQAutoregressive("text", "ct", 1, 32, tokens, TINY)
+
+    def train(folder, stop_at=None):
+        built = model()
+        optimizer = torch.optim.Adam(built.codebook.parameters(), lr=1e-3, betas=(0.5, 0.9))
+        step = codebook_step(built, images, optimizer, torch.device("cpu"))
+
+        def stopping(index, generator):
+            if index == stop_at:
+                raise KeyboardInterrupt
+            return step(index, generator)
+
+        train_phase("codebook", built.codebook, optimizer, TINY.codebook_steps, stopping, folder, seed=4,
+                    checkpoint_every=2, label="test")
+        return built
+
+    straight = train(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "stopped", stop_at=5)  # after the checkpoint at step 4, a restart at 3 and the critic from 2
+    assert (tmp_path / "stopped" / "codebook-state.safetensors").is_file()
+    resumed = train(tmp_path / "stopped")
+    for (name, a), b in zip(straight.codebook.state_dict().items(), resumed.codebook.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not (tmp_path / "stopped" / "codebook-state.safetensors").exists()
+    history = [line for line in (tmp_path / "stopped" / "codebook-history.jsonl").read_text().splitlines() if line]
+    assert len(history) == TINY.codebook_steps
+
+
+def test_transformer_sampling_is_reproducible_per_row_and_stays_in_the_codebook(head):
+    tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
+    torch.manual_seed(0)
+    model = VQAutoregressive("text", "ct", 1, 32, tokens, TINY).eval()
+    conditions = [model.prompt_condition(r, head) for r in ("Haemorrhage in the right frontal lobe.",
+                                                            "Normal brain.")]
+    assert len(conditions[0].keys) == 2 * TINY.key_patches  # two terms, key_patches pairs each
+    ids, masks = model.conditioning(conditions, "cpu")
+    assert ids.shape == masks.shape == (2, model.transformer.condition_length)
+
+    def draw(rows, seeds):
+        return model.transformer.sample(ids[rows], masks[rows], [torch.Generator().manual_seed(s) for s in seeds],
+                                        top_k=8, temperature=1.0)
+
+    both = draw([0, 1], [11, 12])
+    assert both.shape == (2, 64) and int(both.max()) < TINY.codebook_size
+    assert torch.equal(draw([0, 1], [11, 12]), both)
+    assert torch.equal(draw([1], [12])[0], both[1])  # a row alone, from its seed, is the same row
+    assert not torch.equal(draw([0], [13])[0], both[0])
