@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # torch is heavy; hook signatures only name its types.
 
     from medm2g.core.io.provenance import Provenance
     from medm2g.core.phantom.anatomy import PhantomSubject
+    from medm2g.core.prompting.vocabulary import Vocabulary
 
 PROJECT_NAME = "medm2g"
 
@@ -266,6 +267,25 @@ def medm2g_backends() -> "list[BackendSpec]":
     """
 
 
+@hookspec
+def medm2g_prompt_generators() -> "dict[str, Callable[[str, Vocabulary], str]]":
+    """Register anatomy-pathology prompt writers by name: ``writer(report, vocabulary) -> prompt``.
+
+    Called when a prompt is written with a writer other than the built-in grammar
+    (``medm2g prompt --generator NAME``, the run config's ``prompting.generator``); the results of
+    all plugins are collected, and a name used twice (or ``grammar``) is an error. Every prompt a
+    writer returns is checked against the vocabulary: one with a word outside it is refused,
+    naming the word, never passed on. A folder holding a local language model needs no plugin:
+    give its path instead of a name. Optional.
+
+    Example::
+
+        @hookimpl
+        def medm2g_prompt_generators():
+            return {"my-llm": lambda report, vocabulary: my_model.rewrite(report, vocabulary.canonical("pathology"))}
+    """
+
+
 MODALITY_HOOKS: tuple[str, ...] = (
     "medm2g_modality_spec",
     "medm2g_prompt_encoder",
@@ -279,8 +299,9 @@ MODALITY_HOOKS: tuple[str, ...] = (
 )
 """Every hook a modality plugin may implement, in the order the docs list them."""
 
-BACKEND_HOOKS: tuple[str, ...] = ("medm2g_backends",)
-"""Hooks a backend plugin implements; a plugin may implement modality hooks, backend hooks or both."""
+BACKEND_HOOKS: tuple[str, ...] = ("medm2g_backends", "medm2g_prompt_generators")
+"""Hooks for the whole project rather than one modality (generation backends, prompt writers); a plugin
+may implement modality hooks, these, or both."""
 
 IMAGING_ONLY_HOOKS: frozenset[str] = frozenset({"medm2g_augmentation"})
 """Hooks required only of imaging (``image``/``volume``) modalities."""

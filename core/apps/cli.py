@@ -128,11 +128,13 @@ def _ingest_recipe(args: argparse.Namespace) -> int:
 
 
 def _command_prompt(args: argparse.Namespace) -> int:
+    from medm2g.core.prompting.generators import prompt_generator
     from medm2g.core.prompting.prompts import make_prompt
     from medm2g.core.prompting.vocabulary import installed_vocabularies
     from medm2g.registry import load_modalities
 
-    vocabularies = installed_vocabularies(load_modalities())
+    registry = load_modalities()
+    vocabularies = installed_vocabularies(registry)
     name = args.vocabulary or next(iter(vocabularies), None)
     if name not in vocabularies:
         raise ConfigError(f"--vocabulary {name!r}: installed vocabularies: {', '.join(vocabularies) or 'none'}")
@@ -140,7 +142,8 @@ def _command_prompt(args: argparse.Namespace) -> int:
     path = Path(report)
     if path.suffix.lower() == ".txt" and path.is_file():
         report = path.read_text(encoding="utf-8")
-    prompt = make_prompt(report, vocabularies[name])
+    writer, writer_name = prompt_generator(args.generator, registry)
+    prompt = make_prompt(report, vocabularies[name], writer, writer_name)
     print(prompt.text)
     for term in prompt.report.terms:
         if term.kind == "pathology":
@@ -577,6 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("report", help="the report itself, or a .txt file holding it")
     prompt.add_argument("--vocabulary", help="an installed vocabulary (default: the first; the text plugin's are "
                                              "head and chest)")
+    prompt.add_argument("--generator", default="grammar",
+                        help="who writes the prompt: grammar (the default, deterministic and offline), a writer a plugin "
+                             "registers (medm2g_prompt_generators), or a folder holding a local causal language model; "
+                             "a prompt with a word outside the vocabulary is refused")
     prompt.set_defaults(run=_command_prompt)
 
     inspect = commands.add_parser("inspect", help="tell whether files were generated, and by what")
