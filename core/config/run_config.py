@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Mapping
 import attrs
 import cattrs
 
+from medm2g.core.config.prompting import PromptingConfig
 from medm2g.core.config.syndiff import SynDiffConfig
 from medm2g.core.config.vq_ar import VQArConfig
 from medm2g.core.diffusion.attention import ATTENTION_BACKENDS
@@ -207,6 +208,7 @@ class RunConfig:
     diffusion: DiffusionConfig = DiffusionConfig()
     syndiff: SynDiffConfig = SynDiffConfig()
     vq_ar: VQArConfig = VQArConfig()
+    prompting: PromptingConfig = PromptingConfig()
     models: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
     grids: Mapping[str, Grid] = attrs.field(factory=dict)
 

@@ -30,7 +30,6 @@ class VQArConfig:
     ``key_patches``: codebook entries chosen per prompt term by the word-patch similarities.
     ``top_k`` and ``temperature`` shape the transformer's sampling of each token."""
 
-    vocabulary: str = "head"
     instruction: str = "generate the image of this prompt"
     codebook_size: int = attrs.field(default=128, validator=positive)
     code_dim: int = attrs.field(default=16, validator=positive)

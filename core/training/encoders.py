@@ -12,8 +12,9 @@ from torch import nn
 from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import CheckpointError
 from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
+from medm2g.core.prompting.for_run import RunPrompts, read_prompts_instead_of_reports
 from medm2g.core.training.layout import RunLayout
-from medm2g.registry import ModalityRegistry
+from medm2g.registry import ModalityKind, ModalityRegistry
 
 
 def resolve_device(name: str) -> torch.device:
@@ -39,11 +40,15 @@ def seeded_init(seed: int, modality: str) -> Iterator[None]:
 
 
 def build_prompt_encoder(registry: ModalityRegistry, modality: str, config: RunConfig) -> nn.Module:
-    """C_M for ``modality`` at the run's size and width, initialised from the run seed."""
+    """C_M for ``modality`` at the run's size and width, initialised from the run seed; a report
+    modality's reads anatomy-pathology prompts instead of reports with ``prompting.condition_on_prompts``."""
     with seeded_init(config.seed, modality):
-        return registry[modality].prompt_encoder(
+        encoder = registry[modality].prompt_encoder(
             config.size, config.embed_dim, config.model_options(modality, "prompt_encoder")
         )
+    if config.prompting.condition_on_prompts and registry[modality].spec.kind is ModalityKind.TEXT:
+        read_prompts_instead_of_reports(encoder, RunPrompts.for_config(registry, config))
+    return encoder
 
 
 def save_prompt_encoder(layout: RunLayout, modality: str, encoder: nn.Module, config: RunConfig, stage: str) -> None:

@@ -102,7 +102,7 @@ def run_ablation(graph_path: Path, registry: ModalityRegistry, base: RunConfig, 
                        + [p for m in run.generatable() for p in (layout.vae(m), layout.denoiser(m))])
             added = [layout.cross_guided(m) for m in run.jointly_generatable()] if cross_guided else []
             rows.append({
-                "row": AblationRow(variant.central_alignment, cross_guided, variant.visual_invariant),
+                "row": AblationRow(variant.central_alignment, cross_guided, variant.visual_invariant, variant.prompts),
                 "run": str(layout.root),
                 "seconds": round(_stage_seconds(layout, plan, kinds), 1),
                 "parameters": parameter_count(weights + added),

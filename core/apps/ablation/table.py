@@ -1,4 +1,4 @@
-"""The ablation table: one row per CA/LCAG/VI combination, the columns the paper's table 7 reports
+"""The ablation table: one row per CA/LCAG/VI combination (and the full method reading prompts), the columns the paper's table 7 reports
 in spirit (a report task, an image task's fidelity, translation, alignment) plus training time and
 parameters, and the translation baselines beneath. Written as JSON, Markdown and a picture.
 """
@@ -41,12 +41,12 @@ def format_ablation(rows: list[dict]) -> str:
     columns = [c for c in COLUMNS if any((c[0], c[1]) in {(t.source, t.target) for t in r["generation"]} for r in rows)]
     values = [_cells(row, columns) for row in rows]
     headers = list(values[0])
-    lines = ["| CA | LCAG | VI | " + " | ".join(headers) + " | training s | parameters (added) |",
-             "|" + "---|" * (3 + len(headers) + 2)]
+    lines = ["| CA | LCAG | VI | prompts | " + " | ".join(headers) + " | training s | parameters (added) |",
+             "|" + "---|" * (4 + len(headers) + 2)]
     for row, cells in zip(rows, values):
         flags = row["row"]
         marks = " | ".join("yes" if on else "-" for on in (flags.central_alignment, flags.cross_guided,
-                                                           flags.visual_invariant))
+                                                           flags.visual_invariant, flags.prompts))
         shown = " | ".join("-" if v is None else (f"{v:.2f}" if abs(v) >= 10 or "psnr" in h.lower() or "FID" in h
                                                   else f"{v:.3f}") for h, v in cells.items())
         lines.append(f"| {marks} | {shown} | {row['seconds']:.0f} | "
@@ -75,7 +75,8 @@ def draw_ablation(rows: list[dict], path: Path) -> Path:
         axis.invert_yaxis()
         axis.set_title(header, fontsize=7)
         axis.tick_params(axis="x", labelsize=6)
-    figure.suptitle("ablation: central alignment (CA), latent cross-guided generation (LCAG), visual invariant (VI)",
+    figure.suptitle("ablation: central alignment (CA), latent cross-guided generation (LCAG), visual invariant (VI), "
+                    "prompts",
                     fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -87,7 +88,8 @@ def write_ablation(out: Path, rows: list[dict], comparison: list[dict], translat
     record = {
         "settings": settings,
         "rows": [{"central_alignment": r["row"].central_alignment, "cross_guided": r["row"].cross_guided,
-                  "visual_invariant": r["row"].visual_invariant, "run": r["run"], "seconds": r["seconds"],
+                  "visual_invariant": r["row"].visual_invariant, "prompts": r["row"].prompts, "run": r["run"],
+                  "seconds": r["seconds"],
                   "parameters": r["parameters"], "added_parameters": r["added_parameters"],
                   "retrieval": retrieval_to_dict(r["retrieval"]),
                   "generation": [{"source": t.source, "target": t.target, "trained_together": t.trained_together,
@@ -103,7 +105,8 @@ def write_ablation(out: Path, rows: list[dict], comparison: list[dict], translat
             "Training seconds are the alignment, LDM and (LCAG rows) round stages of the row; parameters are "
             "everything generation uses, with what the rounds add in brackets (CA and VI are losses: they add "
             "none). FID is on the full method's (first row's run) aligned C_M features for every row, not Inception. `finding` and `side` are "
-            "clinical correctness (the phantom's truth).", "",
+            "clinical correctness (the phantom's truth). The `prompts` rows are the full method with the report "
+            "encoder reading each report's anatomy-pathology prompt instead of the report.", "",
             format_ablation(rows)]
     if comparison:
         source, target = translation

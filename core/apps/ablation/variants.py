@@ -1,4 +1,4 @@
-"""The eight ablation rows and the run config each one trains with.
+"""The ablation rows (eight, and two for prompting) and the run config each one trains with.
 
 * **CA** (central alignment): the InfoNCE term of the alignment stages. Without it the
   prompt encoders are not pulled into one space, so a condition of modality X means
@@ -7,6 +7,9 @@
 * **LCAG** (latent cross-guided generation): the multi-flow rounds, after which a condition
   with cross-guided parts also guides through its noised latent (V_X([z_t^X, f_X])).
   Without them, generation uses the single-modality LDMs and the prompt embedding alone.
+* **prompts** (anatomy-pathology prompting, the third seed paper's): the full method with the
+  report encoder reading each report's prompt instead of the report (``prompting.condition_on_prompts``),
+  in alignment, the LDMs, the rounds and generation: what prompting adds.
 
 Rows with and without LCAG share one training run: the LCAG-off row is scored before the
 rounds, the LCAG-on row after them. With neither CA nor VI there is nothing to optimise
@@ -27,13 +30,15 @@ class EncoderVariant:
 
     central_alignment: bool
     visual_invariant: bool
+    prompts: bool = False
 
     @property
     def name(self) -> str:
-        return f"ca{int(self.central_alignment)}-vi{int(self.visual_invariant)}"
+        return f"ca{int(self.central_alignment)}-vi{int(self.visual_invariant)}" + ("-prompts" if self.prompts else "")
 
     def config(self, base: RunConfig) -> RunConfig:
-        changes = {"alignment.visual_invariant": self.visual_invariant}
+        changes = {"alignment.visual_invariant": self.visual_invariant,
+                   "prompting.condition_on_prompts": self.prompts}
         if not self.central_alignment:
             changes["alignment.info_nce_weight"] = 0.0
             changes["alignment.learn_temperature"] = False
@@ -47,19 +52,22 @@ class AblationRow:
     central_alignment: bool
     cross_guided: bool
     visual_invariant: bool
+    prompts: bool = False
 
     @property
     def encoders(self) -> EncoderVariant:
-        return EncoderVariant(self.central_alignment, self.visual_invariant)
+        return EncoderVariant(self.central_alignment, self.visual_invariant, self.prompts)
 
     @property
     def label(self) -> str:
         return " ".join(f"{name}{'+' if on else '-'}" for name, on in
-                        (("CA", self.central_alignment), ("LCAG", self.cross_guided), ("VI", self.visual_invariant)))
+                        (("CA", self.central_alignment), ("LCAG", self.cross_guided), ("VI", self.visual_invariant))) \
+            + (" prompts" if self.prompts else "")
 
 
 ENCODER_VARIANTS = (EncoderVariant(True, True), EncoderVariant(True, False), EncoderVariant(False, True),
-                    EncoderVariant(False, False))
-"""Full method first: its VAEs are trained once and reused by the others (VAEs see neither CA nor VI)."""
-ROWS = tuple(AblationRow(v.central_alignment, lcag, v.visual_invariant)
+                    EncoderVariant(False, False), EncoderVariant(True, True, prompts=True))
+"""Full method first: its VAEs are trained once and reused by the others (VAEs see neither CA, VI nor
+prompts: the report VAE encodes reports, whatever the report encoder reads)."""
+ROWS = tuple(AblationRow(v.central_alignment, lcag, v.visual_invariant, v.prompts)
              for v in ENCODER_VARIANTS for lcag in (False, True))

@@ -23,13 +23,14 @@ import torch.nn.functional as F
 
 from medm2g.core.backends.vq_ar.alignment import heat_map, key_patches
 from medm2g.core.backends.vq_ar.model import VQAutoregressive
-from medm2g.core.backends.vq_ar.stage import BACKEND, edge_vocabulary, load_trained_vq_ar
+from medm2g.core.backends.vq_ar.stage import BACKEND, edge_prompts, load_trained_vq_ar
 from medm2g.core.backends.vq_ar.training import reconstruction_error
 from medm2g.core.data.manifest import Manifest, read_manifest
 from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.io.checkpoints import write_json, write_text_atomically
 from medm2g.core.metrics.proportion import Proportion, format_proportion
 from medm2g.core.phantom.image_findings import fit_reader, lesion_mask_of
+from medm2g.core.prompting.for_run import RunPrompts
 from medm2g.core.training.data import manifest_path
 
 HEAT_MAP_SUBJECTS = 4
@@ -59,7 +60,7 @@ def held_out_cases(manifest: Manifest, text: str, image: str, registry, limit: i
 
 
 @torch.no_grad()
-def lesion_term_hits(model: VQAutoregressive, vocabulary, cases: Sequence[HeldOutCase],
+def lesion_term_hits(model: VQAutoregressive, prompts: RunPrompts, cases: Sequence[HeldOutCase],
                      search: torch.Tensor | None) -> dict:
     """Hit rates of the lesion term's top patch (on the image, and as the first key patch) with chance."""
     grid = model.codebook.grid
@@ -68,7 +69,7 @@ def lesion_term_hits(model: VQAutoregressive, vocabulary, cases: Sequence[HeldOu
     for case in cases:
         if case.mask is None or not case.mask.any():
             continue
-        condition = model.prompt_condition(case.report, vocabulary)
+        condition = model.prompt_condition(case.report, prompts)
         pathologies = [t.canonical for t in condition.prompt.report.pathologies(negated=False)]
         term = next((t for t in pathologies if t in condition.terms), None)
         if term is None:
@@ -91,7 +92,7 @@ def lesion_term_hits(model: VQAutoregressive, vocabulary, cases: Sequence[HeldOu
 
 
 @torch.no_grad()
-def draw_heat_maps(model: VQAutoregressive, vocabulary, cases: Sequence[HeldOutCase], path: Path,
+def draw_heat_maps(model: VQAutoregressive, prompts: RunPrompts, cases: Sequence[HeldOutCase], path: Path,
                    title: str) -> Path | None:
     """Rows of held-out images (lesion outlined) with each prompt term's word-patch similarities over them."""
     import matplotlib
@@ -101,7 +102,7 @@ def draw_heat_maps(model: VQAutoregressive, vocabulary, cases: Sequence[HeldOutC
 
     rows = []
     for case in cases:
-        condition = model.prompt_condition(case.report, vocabulary)
+        condition = model.prompt_condition(case.report, prompts)
         if condition.terms:
             rows.append((case, condition))
         if len(rows) == HEAT_MAP_SUBJECTS:
@@ -149,7 +150,7 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
     edges = [edge for stage, edge in plan.translation_stages() if edge.backend == BACKEND and run.completed(stage)]
     if not edges:
         return {}
-    vocabulary = edge_vocabulary(run.registry, run.config)
+    prompts = edge_prompts(run.registry, run.config)
     results, pictures = {}, {}
     for edge in edges:
         model = load_trained_vq_ar(run.registry, edge.a, edge.b, run.config, run.layout).to(run.device)
@@ -161,9 +162,9 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
         label = f"{model.text}->{model.image}"
         results[label] = {"subjects": len(cases),
                           "codebook": reconstruction_error(model, torch.stack([c.image for c in cases]), run.device),
-                          "alignment": lesion_term_hits(model, vocabulary, cases,
+                          "alignment": lesion_term_hits(model, prompts, cases,
                                                         reader.search if reader is not None else None)}
-        pictures[label] = draw_heat_maps(model, vocabulary, cases, folder / f"vq-ar-heat-maps-{model.image}.png",
+        pictures[label] = draw_heat_maps(model, prompts, cases, folder / f"vq-ar-heat-maps-{model.image}.png",
                                          f"word-patch similarities, {label} (held-out; lesion outlined, + the peak)")
     if not results:
         return {}

@@ -1,8 +1,9 @@
 """The ``vq-ar`` generation backend: a report to an image through its prompt, key patches and tokens.
 
 It answers the same :class:`GenerationRequest` as the other backends, so ``medm2g generate --backend
-vq-ar`` and ``medm2g eval`` need nothing else. A report becomes its anatomy-pathology prompt (the
-grammar's, so the words are the vocabulary's), the alignment picks each term's key patches, the
+vq-ar`` and ``medm2g eval`` need nothing else. A report becomes its anatomy-pathology prompt (by the
+run's writer, the grammar unless ``prompting.generator`` names another; only vocabulary words
+either way), the alignment picks each term's key patches, the
 transformer draws the image's tokens (row i from its own seed alone) and the codebook decodes them.
 What it cannot do (an image condition, joint outputs, guidance, a step count) is refused before any
 sampling.
@@ -13,10 +14,11 @@ from __future__ import annotations
 import torch
 
 from medm2g.core.backends.vq_ar.model import VQAutoregressive
-from medm2g.core.backends.vq_ar.stage import BACKEND, edge_vocabulary, load_trained_vq_ar
+from medm2g.core.backends.vq_ar.stage import BACKEND, edge_prompts, load_trained_vq_ar
 from medm2g.core.errors import ConfigError
 from medm2g.core.generation.backends import GeneratedSample, GenerationRequest
 from medm2g.core.generation.trained_run import TrainedRun
+from medm2g.core.prompting.for_run import RunPrompts
 from medm2g.core.training.encoders import modality_seed
 
 
@@ -24,6 +26,14 @@ class VQArGenerator:
     def __init__(self, run: TrainedRun):
         self.run = run
         self._models: dict[tuple[str, str], VQAutoregressive] = {}
+        self._prompts: RunPrompts | None = None
+
+    @property
+    def run_prompts(self) -> RunPrompts:
+        """The run's prompt writer, made once (a language model writer loads once)."""
+        if self._prompts is None:
+            self._prompts = edge_prompts(self.run.registry, self.run.config)
+        return self._prompts
 
     def model(self, source: str, target: str) -> VQAutoregressive:
         key = (source, target)
@@ -52,21 +62,22 @@ class VQArGenerator:
     def describe(self, request: GenerationRequest) -> dict:
         source, target = self.check(request)
         settings = self.run.config.vq_ar
-        return {"generation": f"{source}->{target}", "prompt": "anatomy-pathology grammar",
-                "vocabulary": settings.vocabulary, "top_k": settings.top_k, "temperature": settings.temperature}
+        return {"generation": f"{source}->{target}", "prompt": "anatomy-pathology prompt",
+                "vocabulary": self.run.config.prompting.vocabulary,
+                "prompt_writer": self.run.config.prompting.generator, "top_k": settings.top_k, "temperature": settings.temperature}
 
     def prompts(self, request: GenerationRequest) -> list[str]:
         """Each condition's prompt, as the transformer reads it (for provenance and the page)."""
         source, target = self.check(request)
-        model, vocabulary = self.model(source, target), edge_vocabulary(self.run.registry, self.run.config)
-        return [model.prompt_condition(str(c.sample), vocabulary).prompt.text for c in request.conditions]
+        model, prompts = self.model(source, target), self.run_prompts
+        return [model.prompt_condition(str(c.sample), prompts).prompt.text for c in request.conditions]
 
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> list[GeneratedSample]:
         source, target = self.check(request)
         model, settings = self.model(source, target), self.run.config.vq_ar
-        vocabulary = edge_vocabulary(self.run.registry, self.run.config)
-        conditions = [model.prompt_condition(str(c.sample), vocabulary) for c in request.conditions]
+        prompts = self.run_prompts
+        conditions = [model.prompt_condition(str(c.sample), prompts) for c in request.conditions]
         rows = request.rows()
         samples = []
         for start in range(0, len(rows), request.batch_size):

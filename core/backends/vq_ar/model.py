@@ -22,8 +22,8 @@ from medm2g.core.backends.vq_ar.transformer import MAX_TERMS, PROMPT_LENGTH, Tok
 from medm2g.core.config.vq_ar import VQArConfig
 from medm2g.core.errors import CheckpointError
 from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
-from medm2g.core.prompting.prompts import Prompt, make_prompt
-from medm2g.core.prompting.vocabulary import Vocabulary
+from medm2g.core.prompting.for_run import RunPrompts
+from medm2g.core.prompting.prompts import Prompt
 
 
 @attrs.frozen
@@ -48,9 +48,9 @@ class VQAutoregressive(nn.Module):
                                             tokens.ids(config.instruction), config)
 
     @torch.no_grad()
-    def prompt_condition(self, report: str, vocabulary: Vocabulary) -> PromptCondition:
-        """The report's grammar prompt, and the key patches of its terms from the alignment."""
-        prompt = make_prompt(report, vocabulary)
+    def prompt_condition(self, report: str, prompts: RunPrompts) -> PromptCondition:
+        """The report's prompt (by the run's writer), and the key patches of its terms from the alignment."""
+        prompt = prompts.prompt(report)
         ids = self.tokens.ids(prompt.text)[:PROMPT_LENGTH]
         words = words_of(prompt.text)[:PROMPT_LENGTH]
         spans = {term: span for term in prompt_terms(prompt) if (span := term_span(words, term)) is not None}

@@ -25,7 +25,7 @@ from medm2g.core.config.run_config import RunConfig
 from medm2g.core.errors import CheckpointError, ConfigError
 from medm2g.core.graph.engine import Stage
 from medm2g.core.io.checkpoints import write_json
-from medm2g.core.prompting.vocabulary import Vocabulary, installed_vocabularies
+from medm2g.core.prompting.for_run import RunPrompts
 from medm2g.core.training.data import paired_records
 from medm2g.core.training.encoders import seeded_init
 from medm2g.core.training.experiment_log import stage_log
@@ -48,13 +48,9 @@ def edge_sides(registry: ModalityRegistry, a: str, b: str) -> tuple[str, str]:
     return texts[0], images[0]
 
 
-def edge_vocabulary(registry: ModalityRegistry, config: RunConfig) -> Vocabulary:
-    """The vocabulary ``vq_ar.vocabulary`` names, from the installed plugins' vocabularies."""
-    vocabularies = installed_vocabularies(registry)
-    if config.vq_ar.vocabulary not in vocabularies:
-        raise ConfigError(f"vq_ar.vocabulary: {config.vq_ar.vocabulary!r} is not an installed vocabulary "
-                          f"(installed: {', '.join(sorted(vocabularies)) or 'none'})")
-    return vocabularies[config.vq_ar.vocabulary]
+def edge_prompts(registry: ModalityRegistry, config: RunConfig) -> RunPrompts:
+    """The run's prompt writer (``prompting.vocabulary`` and ``prompting.generator``)."""
+    return RunPrompts.for_config(registry, config)
 
 
 def image_size(registry: ModalityRegistry, image: str) -> tuple[int, int]:
@@ -68,7 +64,7 @@ def image_size(registry: ModalityRegistry, image: str) -> tuple[int, int]:
 def build_vq_ar(registry: ModalityRegistry, a: str, b: str, config: RunConfig) -> VQAutoregressive:
     text, image = edge_sides(registry, a, b)
     channels, size = image_size(registry, image)
-    tokens = PromptTokens.for_vocabulary(edge_vocabulary(registry, config), config.vq_ar.instruction)
+    tokens = PromptTokens.for_vocabulary(edge_prompts(registry, config).vocabulary, config.vq_ar.instruction)
     with seeded_init(config.seed + 17, f"vq-ar {text}-{image}"):
         return VQAutoregressive(text, image, channels, size, tokens, config.vq_ar)
 
@@ -80,7 +76,7 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
     if not engine.is_main:
         return complete_stage(layout, stage, {}, engine)
     model = build_vq_ar(registry, a, b, config)
-    vocabulary = edge_vocabulary(registry, config)
+    prompts = edge_prompts(registry, config)
     data = paired_records(run.plan.graph, stage.datasets, (model.text, model.image), registry, split="train")
     reports = [record[model.text] for record in data]
     images = torch.stack([record[model.image].float() for record in data])
@@ -100,8 +96,8 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
                                         label=f"{title} (codebook)", **common)
     codebook_quality = reconstruction_error(model, images, device)
 
-    prompts = [model.prompt_condition(report, vocabulary) for report in reports]
-    rows, masks = model.tokens.padded([p.prompt.text for p in prompts], PROMPT_LENGTH)
+    written = [prompts.prompt(report).text for report in reports]
+    rows, masks = model.tokens.padded(written, PROMPT_LENGTH)
     with torch.no_grad():
         codes = torch.cat([model.codebook.encode(images[i:i + 64].to(device)).cpu() for i in range(0, len(images), 64)])
     optimizer = torch.optim.Adam(model.alignment.parameters(), lr=settings.alignment_learning_rate)
@@ -111,8 +107,8 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
                                       label=f"{title} (alignment)", **common)
     seconds += more
 
-    prompts = [model.prompt_condition(report, vocabulary) for report in reports]  # key patches of the trained alignment
-    conditions, condition_masks = model.conditioning(prompts, "cpu")
+    keyed = [model.prompt_condition(report, prompts) for report in reports]  # key patches of the trained alignment
+    conditions, condition_masks = model.conditioning(keyed, "cpu")
     optimizer = torch.optim.Adam(model.transformer.parameters(), lr=settings.transformer_learning_rate)
     transformer_log, more = train_phase("transformer", model.transformer, optimizer, settings.transformer_steps,
                                         transformer_step(model, conditions, condition_masks, codes.flatten(1),
@@ -131,7 +127,8 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
     return complete_stage(layout, stage, stage_record(
         stage, len(data), settings.steps, seconds, history, config,
         stage_details={"backend": BACKEND, "paired_data": True}, weights=str(weights),
-        codebook=codebook_quality, last_losses=last, vocabulary=vocabulary.name), engine)
+        codebook=codebook_quality, last_losses=last, vocabulary=prompts.vocabulary.name, prompt_writer=prompts.name),
+        engine)
 
 
 def load_trained_vq_ar(registry: ModalityRegistry, a: str, b: str, config: RunConfig,

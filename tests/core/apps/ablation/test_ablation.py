@@ -21,11 +21,15 @@ from medm2g.core.training.run import Run, prepare_run
 from medm2g.core.training.trainer import train
 
 
-def test_there_are_eight_rows_and_each_encoder_variant_changes_only_its_losses():
-    assert len(set(ROWS)) == 8 and {r.encoders for r in ROWS} == set(ENCODER_VARIANTS)
+def test_there_are_ten_rows_and_each_encoder_variant_changes_only_its_losses_or_prompting():
+    assert len(set(ROWS)) == 10 and {r.encoders for r in ROWS} == set(ENCODER_VARIANTS)
     base = RunConfig()
-    full, no_vi, vi_only, nothing = (v.config(base) for v in ENCODER_VARIANTS)
-    assert full == base
+    full, no_vi, vi_only, nothing, prompted = (v.config(base) for v in ENCODER_VARIANTS)
+    assert full == base and base.prompting.condition_on_prompts is False
+    assert prompted.prompting.condition_on_prompts is True
+    assert prompted == __import__("attrs").evolve(base, prompting=prompted.prompting)  # nothing else changes
+    assert ENCODER_VARIANTS[-1].name == "ca1-vi1-prompts"
+    assert AblationRow(True, True, True, prompts=True).label == "CA+ LCAG+ VI+ prompts"
     assert no_vi.alignment.visual_invariant is False and no_vi.alignment.info_nce_weight == 1.0
     assert vi_only.alignment.info_nce_weight == 0.0 and vi_only.alignment.visual_invariant is True
     assert vi_only.alignment.steps == base.alignment.steps
@@ -64,9 +68,9 @@ def _row(ca, lcag, vi, ssim):
 def test_the_table_has_a_line_per_row_with_its_flags_time_and_parameters():
     table = format_ablation([_row(True, True, True, 0.41), _row(False, False, False, 0.12)])
     lines = table.strip().splitlines()
-    assert lines[0].startswith("| CA | LCAG | VI | mri->ct PSNR | mri->ct SSIM |")
-    assert lines[2].startswith("| yes | yes | yes | 20.00 | 0.410 |") and lines[2].endswith("| 12 | 2.50M (+0.14M) |")
-    assert lines[3].startswith("| - | - | - | 20.00 | 0.120 |") and "(+0.00M)" in lines[3]
+    assert lines[0].startswith("| CA | LCAG | VI | prompts | mri->ct PSNR | mri->ct SSIM |")
+    assert lines[2].startswith("| yes | yes | yes | - | 20.00 | 0.410 |") and lines[2].endswith("| 12 | 2.50M (+0.14M) |")
+    assert lines[3].startswith("| - | - | - | - | 20.00 | 0.120 |") and "(+0.00M)" in lines[3]
     assert "| 2.000 |" in lines[2]  # R@5 1.0 against chance 0.5 among 10 subjects
 
 

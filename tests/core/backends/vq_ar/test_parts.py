@@ -11,6 +11,7 @@ from medm2g.core.backends.vq_ar.model import VQAutoregressive
 from medm2g.core.backends.vq_ar.tokens import PAD, UNKNOWN, PromptTokens, prompt_terms, term_span, words_of
 from medm2g.core.backends.vq_ar.training import codebook_step, train_phase
 from medm2g.core.config.vq_ar import VQArConfig
+from medm2g.core.prompting.for_run import RunPrompts
 from medm2g.core.prompting.prompts import make_prompt
 from medm2g.core.prompting.vocabulary import installed_vocabularies
 
@@ -142,7 +143,7 @@ def test_transformer_sampling_is_reproducible_per_row_and_stays_in_the_codebook(
     tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
     torch.manual_seed(0)
     model = VQAutoregressive("text", "ct", 1, 32, tokens, TINY).eval()
-    conditions = [model.prompt_condition(r, head) for r in ("Haemorrhage in the right frontal lobe.",
+    conditions = [model.prompt_condition(r, RunPrompts(head)) for r in ("Haemorrhage in the right frontal lobe.",
                                                             "Normal brain.")]
     assert len(conditions[0].keys) == 2 * TINY.key_patches  # two terms, key_patches pairs each
     ids, masks = model.conditioning(conditions, "cpu")
