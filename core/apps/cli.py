@@ -530,7 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, required=True, help="the demo folder (a run folder; an existing one is resumed)")
     demo.add_argument("--quick", action="store_true",
                       help="tiny models and few steps: every output in about two minutes, samples not meaningful")
-    demo.add_argument("--graph", default="medm2g.yaml", help="pair graph (default: the paper's, shipped with medm2g)")
+    demo.add_argument("--graph", default="three-systems.yaml",
+                      help="pair graph (default: the paper's with SynDiff MRI <-> CT and vq-ar report -> CT beside it, "
+                           "shipped with medm2g; medm2g.yaml is the paper's alone)")
     demo.add_argument("--config", type=Path,
                       help="run config instead of the demo preset (default: `demo`, with --quick `quick`)")
     demo.add_argument("--seed", type=int, help="random seed of data, training and sampling (default 0)")

@@ -78,8 +78,8 @@ def format_plan(plan: TrainingPlan) -> str:
         StageKind.CROSS_GUIDED: "Multi-flow rounds (section 3.5: cross-guided training, eq. 6)",
         StageKind.ADVERSARIAL_DIFFUSION: "Translation pairs (SynDiff adversarial diffusion, a <-> b)",
     }
-    for stage in plan.stages:  # stages other backends plan for their edges
-        titles.setdefault(stage.kind, f"Translation pairs ({stage.kind.value} stages, a <-> b)")
+    for stage, edge in plan.translation_stages():  # stages other backends plan for their edges
+        titles.setdefault(stage.kind, f"Pairs trained by {edge.backend} ({stage.kind.value} stages)")
     for kind, title in titles.items():
         stages = plan.stages_of(kind)
         if not stages:

@@ -87,6 +87,10 @@ vae: {steps: 3, text_steps: 3, batch_size: 8}
 ldm: {steps: 3, text_steps: 3, batch_size: 8}
 cross_guidance: {width: 32, heads: 2, steps: 3, batch_size: 8}
 diffusion: {sampling_steps: 4}
+syndiff: {widths: [16, 32], latent_dim: 16, training_steps: 3, batch_size: 4, checkpoint_every: 3}
+vq_ar: {widths: [16, 16, 16], codebook_size: 32, code_dim: 8, codebook_steps: 3, discriminator_start: 1,
+        dead_code_restart_every: 2, alignment_dim: 32, alignment_steps: 3, transformer_width: 32,
+        transformer_layers: 1, transformer_heads: 2, transformer_steps: 3, batch_size: 4, checkpoint_every: 3}
 """
 """A run config that trains every stage in seconds: for tests of the machinery, not of quality."""
 

@@ -21,7 +21,7 @@ from medm2g.core.apps.demo.targets import HEADLINE_IMAGE_TASKS, demo_targets
 from medm2g.core.config.run_config import RunConfig, run_config_to_dict
 from medm2g.core.evaluation.run_eval import evaluate_run
 from medm2g.core.generation.trained_run import TrainedRun
-from medm2g.core.io.checkpoints import write_json
+from medm2g.core.io.checkpoints import read_json, write_json
 from medm2g.core.metrics.retrieval import retrieval_to_dict
 from medm2g.core.training.history import draw_run_curves, read_history
 from medm2g.core.training.layout import RunLayout
@@ -52,14 +52,18 @@ def translation_baselines(run: TrainedRun, plan, evaluation, folder: Path, steps
     target's LDM without a condition, on the subjects the evaluation scored that task on."""
     found = {}
     for source, target in BASELINE_TRANSLATIONS:
-        ours = next((row for row in evaluation.generation if (row.source, row.target) == (source, target)), None)
+        task = [row for row in evaluation.generation if (row.source, row.target) == (source, target)]
+        ours = next((row for row in task if row.backend == "medm2g"), None)
         if ours is None or not pair_datasets(plan.graph, source, target):
             continue
         rows = compare_translation(run, plan, evaluation.manifest, source, target, folder, ours.subjects, steps, seed,
                                    rows_wanted=("pix2pix", "unconditioned"))
+        trained = [{"model": row.backend, "scores": row.scores, "seconds_per_image": None,
+                    "training": f"the run's {row.backend} edge", "subjects": row.subjects,
+                    "fid_features": row.fid_features} for row in task if row.backend != "medm2g"]
         medm2g = {"model": "medm2g", "scores": ours.scores, "seconds_per_image": None, "training": "the run's plan",
                   "subjects": ours.subjects, "fid_features": ours.fid_features}
-        found[f"{source}->{target}"] = [medm2g, *rows]
+        found[f"{source}->{target}"] = [medm2g, *trained, *rows]
     return found
 
 
@@ -110,9 +114,9 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
 
     _phase(6, PHASES[5])
     seconds["total"] = time.perf_counter() - started
-    generation = [{"source": s.source, "target": s.target, "trained_together": s.trained_together,
-                   "subjects": s.subjects, "scores": s.scores, "fid_features": s.fid_features}
-                  for s in evaluation.generation]
+    generation = [{"source": s.source, "target": s.target, "backend": s.backend,
+                   "trained_together": s.trained_together, "subjects": s.subjects, "scores": s.scores,
+                   "fid_features": s.fid_features} for s in evaluation.generation]
     metrics = {
         "command": command,
         "seed": config.seed,
@@ -128,7 +132,10 @@ def run_demo(graph_path: Path, registry: ModalityRegistry, config: RunConfig, ou
         "finding_ladder": evaluation.ladder,
         "samples": showcase,
         "pictures": {"plan": str(layout.plan_picture), "curves": str(curves),
-                     "generation": str(evaluation.written["picture"]), "retrieval": str(layout.eval_dir / "retrieval.png")},
+                     "generation": str(evaluation.written["picture"]), "retrieval": str(layout.eval_dir / "retrieval.png"),
+                     **{name: str(path) for name, path in evaluation.written.items()
+                        if name.startswith("vq_ar_heat_maps")}},
+        "vq_ar": read_json(evaluation.written["vq_ar_json"]) if "vq_ar_json" in evaluation.written else None,
     }
     write_json(out / "metrics.json", metrics)
     write_report(out / "report.md", metrics, plan, evaluation)

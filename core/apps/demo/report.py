@@ -14,6 +14,7 @@ from medm2g.core.apps.demo.targets import format_targets
 from medm2g.core.evaluation.generation_eval import format_generation_scores
 from medm2g.core.evaluation.probes import format_ladder
 from medm2g.core.graph.engine import TrainingPlan
+from medm2g.core.metrics.proportion import format_proportion
 from medm2g.core.metrics.retrieval import format_retrieval
 
 
@@ -68,9 +69,38 @@ def _baselines_section(baselines: dict) -> list[str]:
     for task, rows in baselines.items():
         source, target = task.split("->")
         lines += [f"## {source} -> {target} beside its baselines", "",
-                  "The same held-out subjects: medm2g as evaluated above, a pix2pix-style L1 UNet trained on the "
+                  "The same held-out subjects: medm2g as evaluated above"
+                  + "".join(f", {row['model']} (the run's own {row['model']} edge)" for row in rows
+                            if row["training"].startswith("the run's ") and row["model"] != "medm2g")
+                  + ", a pix2pix-style L1 UNet trained on the "
                   f"same pairs for the {target} LDM's steps and batch, and the {target} LDM with no condition (what the "
                   "condition adds).", "", format_comparison(rows, source, target).rstrip(), ""]
+    return lines
+
+
+def _vq_ar_section(measured: dict | None, pictures: dict, path: Path) -> list[str]:
+    """The third seed system's own measurements: its codebook, and where its alignment puts a lesion term."""
+    if not measured:
+        return []
+    lines = ["## vq-ar: anatomy-pathology prompts, codebook and word-patch alignment", "",
+             "The report -> image row marked vq-ar above is the third seed paper's system: each report becomes a prompt "
+             "in the head vocabulary's terms, a VQ-GAN codebook turns images into tokens, a word-patch alignment "
+             "picks each prompt term's key patches, and a GPT-2-style transformer writes the image's tokens. Below: "
+             "its codebook on held-out images, and whether the patch the alignment ranks first for the report's "
+             "lesion term lies inside that subject's lesion mask, on the subject's own image and as the first key "
+             "patch chosen from the prompt alone (what the transformer is given); chance is the mask's share of the "
+             "patches where lesions occur.", ""]
+    for task, result in measured.items():
+        codebook, hits = result["codebook"], result["alignment"]
+        lines += [f"- {task}: codebook L1 {codebook['l1']:.3f} (PSNR {codebook['psnr']:.1f} dB), "
+                  f"{codebook['codes_used']:.0%} of the codes used (perplexity {codebook['perplexity']:.0f}); "
+                  f"lesion term's top patch in the lesion: on the image {format_proportion(hits, 'hit_on_image')}, "
+                  f"as the first key patch {format_proportion(hits, 'hit_as_key')}, chance {hits['chance']:.2f} "
+                  f"(n {hits['hit_on_image_n']})"]
+    lines.append("")
+    for name, picture in pictures.items():
+        if name.startswith("vq_ar_heat_maps"):
+            lines += [f"![word-patch heat maps]({_link(picture, path)})", ""]
     return lines
 
 
@@ -130,6 +160,7 @@ def write_report(path: Path, metrics: dict, plan: TrainingPlan, evaluation) -> P
         f"![generation examples]({_link(pictures['generation'], path)})",
         "",
         *_baselines_section(metrics.get("translation_baselines", {})),
+        *_vq_ar_section(metrics.get("vq_ar"), pictures, path),
         *_ladder_section(evaluation.ladder),
         "## Samples of every task",
         "",

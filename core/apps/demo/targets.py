@@ -57,7 +57,8 @@ def demo_targets(generation: Sequence[Mapping], baselines: Mapping[str, Sequence
                  seconds: float) -> dict[str, dict]:
     """The targets from the evaluation's task rows (``metrics.json["generation"]``), the translation
     baselines (``"mri->ct"`` -> comparison rows) and the demo's total seconds."""
-    tasks = {(row["source"], row["target"]): row["scores"] for row in generation}
+    tasks = {(row["source"], row["target"]): row["scores"] for row in generation
+             if row.get("backend", "medm2g") == "medm2g"}  # the targets are MedM2G's; other backends sit beside
     found: dict[str, dict] = {}
     for (source, target), key in zip(HEADLINE_IMAGE_TASKS, ("text_to_ct_side", "mri_to_ct_side")):
         side = _side(tasks.get((source, target), {}), key)

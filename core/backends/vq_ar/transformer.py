@@ -21,6 +21,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from medm2g.core.backends.vq_ar.tokens import BOS, IMAGE, PAD, SEP
 from medm2g.core.config.vq_ar import VQArConfig
+from medm2g.core.models.kv_cache import step_with_cache
 
 PROMPT_LENGTH = 24
 """Prompt words kept (the phantom's prompts have up to 12; longer ones are cut)."""
@@ -66,7 +67,7 @@ class TokenTransformer(nn.Module):
                top_k: int, temperature: float) -> torch.Tensor:
         """(B, h*w) image indices, row i drawn with ``generators[i]`` alone (top-k, temperature)."""
         offset = self.words + self.positions
-        output = self.model(input_ids=conditions, attention_mask=masks, use_cache=True)
+        output, cache = step_with_cache(self.model, None, input_ids=conditions, attention_mask=masks)
         attention, drawn = masks, []
         for index in range(self.positions):
             logits = output.logits[:, -1, offset:].float() / temperature
@@ -77,6 +78,6 @@ class TokenTransformer(nn.Module):
             if index + 1 == self.positions:
                 break
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], 1)
-            output = self.model(input_ids=(token + offset).to(conditions.device), attention_mask=attention,
-                                cache=output.cache, use_cache=True)
+            output, cache = step_with_cache(self.model, cache, input_ids=(token + offset).to(conditions.device),
+                                            attention_mask=attention)
         return torch.stack(drawn, 1)

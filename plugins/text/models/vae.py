@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerBase
 
+from medm2g.core.models.kv_cache import step_with_cache
+
 INITIAL_POSTERIOR_LOGVAR = -5.0
 
 
@@ -240,8 +242,7 @@ class TextVAE(nn.Module):
         step_input = torch.cat([self._memory(latents), self.decoder.transformer.wte(token)], dim=1)
         generated, past, finished = [], None, torch.zeros(batch, dtype=torch.bool, device=device)
         for _ in range(max_length - 1):
-            out = self.decoder(inputs_embeds=step_input, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out, past = step_with_cache(self.decoder, past, inputs_embeds=step_input)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
             token = token.masked_fill(finished[:, None], self.tokens.pad)
             generated.append(token)

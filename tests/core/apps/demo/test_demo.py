@@ -41,8 +41,12 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
     metrics = json.loads((demo / "metrics.json").read_text())
     assert metrics["command"].startswith("medm2g demo --out ") and metrics["seed"] == 0
     assert metrics["config"]["grids"]["ct"]["intensity_window"] == [-100.0, 200.0]  # graphs/medm2g.yaml's
-    assert len(metrics["stages"]) == 14 and metrics["seconds"]["total"] > 0
-    images = [t for t in metrics["generation"] if "psnr" in t["scores"]]
+    assert len(metrics["stages"]) == 16 and metrics["seconds"]["total"] > 0  # the paper's 14, SynDiff, vq-ar
+    others = [t for t in metrics["generation"] if t["backend"] != "medm2g"]  # three-systems.yaml's other backends
+    assert [(t["source"], t["target"], t["backend"]) for t in others] == [
+        ("mri", "ct", "syndiff"), ("ct", "mri", "syndiff"), ("text", "ct", "vq-ar")]
+    assert all(np.isfinite(t["scores"]["psnr"]) and t["subjects"] == (4 if t["source"] == "ct" else 6) for t in others)
+    images = [t for t in metrics["generation"] if "psnr" in t["scores"] and t["backend"] == "medm2g"]
     reports = [t for t in metrics["generation"] if "bleu_1" in t["scores"]]
     assert len(images) == 9 and len(reports) == 3  # 4 sources x 3 targets, text targets from 3 imaging sources
     for task in images:
@@ -58,16 +62,16 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
     for task in reports:  # every report task is a headline task
         assert 0 <= task["scores"]["bleu_4"] <= task["scores"]["bleu_1"] <= 1 and task["subjects"] == 6
     baselines = metrics["translation_baselines"]["mri->ct"]  # beside mri -> ct, on the same subjects
-    assert [row["model"].split(" ")[0] for row in baselines] == ["medm2g", "pix2pix-style", "ct"]
+    assert [row["model"].split(" ")[0] for row in baselines] == ["medm2g", "syndiff", "pix2pix-style", "ct"]
     assert all(row["subjects"] == 6 and np.isfinite(row["scores"]["psnr"]) for row in baselines)
     targets = metrics["targets"]
     judged = sum(int(t["scores"].get("contradiction_n", 0)) for t in reports)  # a tiny run's reports are rarely readable
     assert set(targets) == {"text_to_ct_side", "mri_to_ct_side", "mri_to_ct_psnr_gap", "minutes"} | (
         {"report_contradiction"} if judged else set())
     mri_ct = next(t for t in images if (t["source"], t["target"]) == ("mri", "ct"))
-    assert targets["mri_to_ct_side"]["value"] == mri_ct["scores"]["side_accuracy"]
+    assert targets["mri_to_ct_side"]["value"] == mri_ct["scores"]["side_accuracy"]  # medm2g's, not SynDiff's
     assert targets["mri_to_ct_psnr_gap"]["value"] == pytest.approx(
-        mri_ct["scores"]["psnr"] - baselines[1]["scores"]["psnr"])
+        mri_ct["scores"]["psnr"] - baselines[2]["scores"]["psnr"])
     if judged:
         assert targets["report_contradiction"]["n"] == judged <= 18
     assert targets["minutes"]["value"] == pytest.approx(metrics["seconds"]["total"] / 60)
@@ -81,6 +85,9 @@ def test_the_metrics_are_sane_and_say_how_to_reproduce_them(demo):
     assert (demo / "eval" / "finding-ladder.md").is_file()
     for row in metrics["retrieval"]:
         assert 0 <= row["recall"]["1"] <= row["recall"]["5"] <= 1
+    vq_ar = metrics["vq_ar"]["text->ct"]  # the third seed system's codebook and alignment
+    assert vq_ar["subjects"] == 6 and 0 < vq_ar["alignment"]["chance"] < 1
+    assert Image.open(metrics["pictures"]["vq_ar_heat_maps_text->ct"]).size[0] > 300
     for sample in metrics["samples"]:
         generated = [np.asarray(Image.open(p)) for p in (demo / "samples").glob(
             f"{sample['folder'].rsplit('/', 1)[-1]}/row-*/*.png")]
@@ -91,7 +98,7 @@ def test_the_report_shows_every_section_and_links_pictures_that_exist(demo):
     report = (demo / "report.md").read_text()
     for heading in ("## The plan", "## Training", "## Cross-modal retrieval", "## Generation against the held-out truth",
                     "## Where the finding is lost", "## Samples of every task", "## Reproduce", "## Targets",
-                    "## mri -> ct beside its baselines"):
+                    "## mri -> ct beside its baselines", "## vq-ar: anatomy-pathology prompts"):
         assert heading in report
     assert "not Inception FID" in report
     links = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
