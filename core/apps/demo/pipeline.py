@@ -1,7 +1,8 @@
 """``medm2g demo``: the main job end to end, in one folder a newcomer opens first.
 
-Phantom cohort, the whole plan of the paper's graph, the evaluation (its headline tasks on
-more subjects), MRI -> CT beside its baselines, the demo's targets, sample grids of every
+Phantom cohort, the whole plan of the demo's graph (the paper's, with SynDiff and vq-ar beside it
+on the same data), the evaluation (its headline tasks on more subjects), MRI -> CT beside its
+baselines and the run's SynDiff, the demo's targets, sample grids of every
 task, loss curves, ``metrics.json`` and ``report.md``. Every phase is timed and
 the folder is an ordinary run folder, so ``medm2g generate`` and ``medm2g eval`` work
 on it afterwards and an interrupted demo resumes where it stopped.
