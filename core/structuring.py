@@ -234,6 +234,14 @@ def non_negative(instance, attribute, value) -> None:
         raise ValueError(f"{attribute.name} must be zero or positive, got {shown(value)}")
 
 
+def group_norm_widths(value) -> tuple[int, ...]:
+    """attrs converter: a network's channel widths per level, each a multiple of 8 (its group norm's groups)."""
+    widths = tuple(int(width) for width in value)
+    if not widths or any(width < 8 or width % 8 for width in widths):
+        raise ValueError(f"widths must be a non-empty list of multiples of 8 (the group norm's groups), got {value!r}")
+    return widths
+
+
 def fraction(instance, attribute, value) -> None:
     """attrs validator: a finite number in [0, 1] (a probability)."""
     _finite(attribute, value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from medm2g.core.generation.backends import CrossGuidedGenerator
 from medm2g.core.graph.engine import StageKind
-from medm2g.core.graph.pair_graph import EDGE_BACKENDS
+from medm2g.core.graph.pair_graph import BUILT_IN_BACKENDS
 from medm2g.core.training.autoencoding import run_vae_stage
 from medm2g.core.training.cross_guided import run_round_stage
 from medm2g.core.training.latent_diffusion import run_ldm_stage
@@ -21,7 +21,7 @@ from medm2g.registry import BackendSpec, hookimpl
 def medm2g_backends() -> list[BackendSpec]:
     return [BackendSpec(
         name="medm2g",
-        description=EDGE_BACKENDS["medm2g"],
+        description=BUILT_IN_BACKENDS["medm2g"].description,
         stage_runners={StageKind.VAE.value: run_vae_stage, StageKind.LDM.value: run_ldm_stage,
                        StageKind.CROSS_GUIDED.value: run_round_stage},
         generator=CrossGuidedGenerator,

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from medm2g.core.structuring import non_negative, positive
-
-
-def _widths(value) -> tuple[int, ...]:
-    widths = tuple(int(width) for width in value)
-    if not widths or any(width < 8 or width % 8 for width in widths):
-        raise ValueError(f"widths must be a non-empty list of multiples of 8 (the group norm's groups), got {value!r}")
-    return widths
+from medm2g.core.structuring import group_norm_widths, non_negative, positive
 
 
 @attrs.frozen
@@ -25,7 +18,7 @@ class SynDiffConfig:
     beta_min: float = attrs.field(default=0.1, validator=positive)
     beta_max: float = attrs.field(default=20.0, validator=positive)
     latent_dim: int = attrs.field(default=64, validator=positive)
-    widths: tuple[int, ...] = attrs.field(default=(32, 64, 128), converter=_widths)
+    widths: tuple[int, ...] = attrs.field(default=(32, 64, 128), converter=group_norm_widths)
     generator_learning_rate: float = attrs.field(default=1.6e-4, validator=positive)
     discriminator_learning_rate: float = attrs.field(default=1e-4, validator=positive)
     adam_betas: tuple[float, float] = (0.5, 0.9)

@@ -11,14 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from medm2g.core.structuring import non_negative, positive
-
-
-def _widths(value) -> tuple[int, ...]:
-    widths = tuple(int(width) for width in value)
-    if not widths or any(width < 8 or width % 8 for width in widths):
-        raise ValueError(f"widths must be a non-empty list of multiples of 8 (the group norm's groups), got {value!r}")
-    return widths
+from medm2g.core.structuring import group_norm_widths, non_negative, positive
 
 
 @attrs.frozen
@@ -33,7 +26,7 @@ class VQArConfig:
     instruction: str = "generate the image of this prompt"
     codebook_size: int = attrs.field(default=128, validator=positive)
     code_dim: int = attrs.field(default=16, validator=positive)
-    widths: tuple[int, ...] = attrs.field(default=(32, 64, 64), converter=_widths)
+    widths: tuple[int, ...] = attrs.field(default=(32, 64, 64), converter=group_norm_widths)
     codebook_steps: int = attrs.field(default=1500, validator=positive)
     codebook_learning_rate: float = attrs.field(default=4e-4, validator=positive)
     discriminator_start: int = attrs.field(default=500, validator=non_negative)

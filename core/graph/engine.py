@@ -27,7 +27,7 @@ from typing import Iterable, Mapping
 import attrs
 
 from medm2g.core.errors import GraphError
-from medm2g.core.graph.pair_graph import PairEdge, PairGraph
+from medm2g.core.graph.pair_graph import BUILT_IN_BACKENDS, PairEdge, PairGraph
 
 
 class Part(str, enum.Enum):
@@ -98,15 +98,15 @@ def stage_kind(value: "StageKind | str") -> "StageKind | BackendStageKind":
 MEDM2G_STAGE_KINDS = (StageKind.ALIGNMENT, StageKind.VAE, StageKind.LDM, StageKind.CROSS_GUIDED)
 """The stage kinds of MedM2G's own backend; every other kind is a translation edge's."""
 
-BUILT_IN_EDGE_STAGES = {"syndiff": StageKind.ADVERSARIAL_DIFFUSION.value, "vq-ar": "vq_autoregressive"}
-"""The stage kind each built-in translation backend plans per edge (its record says the same)."""
+BUILT_IN_EDGE_STAGES = {name: b.edge_stage_kind for name, b in BUILT_IN_BACKENDS.items() if b.edge_stage_kind}
+"""The stage kind each built-in translation backend plans per edge (from ``BUILT_IN_BACKENDS``)."""
 
 EDGE_MODALITIES = ("images", "report-image")
 """What a translation backend's edge joins: two imaging modalities, translated both ways (SynDiff), or
 a report modality and an imaging one, generated from the report (vq-ar)."""
 
-BUILT_IN_EDGE_MODALITIES = {"syndiff": "images", "vq-ar": "report-image"}
-"""What each built-in translation backend's edges join (their records say the same)."""
+BUILT_IN_EDGE_MODALITIES = {name: b.edge_modalities for name, b in BUILT_IN_BACKENDS.items() if b.edge_stage_kind}
+"""What each built-in translation backend's edges join (from ``BUILT_IN_BACKENDS``)."""
 
 
 @attrs.frozen

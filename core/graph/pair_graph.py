@@ -40,20 +40,35 @@ def _datasets(value: str | Iterable[str]) -> tuple[str, ...]:
     return items
 
 
-EDGE_BACKENDS = {
-    "medm2g": "central alignment, latent diffusion and the multi-flow rounds (paired data)",
-    "syndiff": "adversarial diffusion translating images a <-> b (paired or unpaired data)",
-    "vq-ar": "anatomy-pathology prompts, a VQ-GAN codebook, word-patch alignment and a token transformer "
-             "generating an image from a report (paired report-image data)",
+@attrs.frozen
+class BuiltInBackend:
+    """What the graph engine needs to know of a backend shipped with medm2g when no plugin registry is
+    at hand (a plan built from a graph alone); the backend's plugin registers the same facts from here,
+    so a built-in backend is described in this one place and a third-party one in its plugin only.
+    ``edge_stage_kind``: the stage planned per edge (None: the edges form medm2g's star);
+    ``edge_modalities``: what an edge joins (``images`` or ``report-image``)."""
+
+    description: str
+    edge_stage_kind: str | None = None
+    edge_modalities: str = "images"
+
+
+BUILT_IN_BACKENDS = {
+    "medm2g": BuiltInBackend("central alignment, latent diffusion and the multi-flow rounds (paired data)"),
+    "syndiff": BuiltInBackend("adversarial diffusion translating images a <-> b (paired or unpaired data)",
+                              "adversarial_diffusion"),
+    "vq-ar": BuiltInBackend("anatomy-pathology prompts, a VQ-GAN codebook, word-patch alignment and a token "
+                            "transformer generating an image from a report (paired report-image data)",
+                            "vq_autoregressive", "report-image"),
 }
-"""What an edge's data can train; ``medm2g`` is the default."""
+"""What an edge's data can train with medm2g alone installed; ``medm2g`` is the default."""
 
 
 def _backend(value: Any) -> str:
     """A backend's name (the structure hook: errors then name ``pairs[i].backend``); whether it is
     installed is checked against the plugins' backends (:func:`backend_problems`)."""
     if not isinstance(value, str):
-        raise ValueError(f"expected a backend name ({', '.join(EDGE_BACKENDS)}), got {shown(value)}")
+        raise ValueError(f"expected a backend name ({', '.join(BUILT_IN_BACKENDS)}), got {shown(value)}")
     _backend_name(None, None, value)
     return value
 
@@ -248,7 +263,7 @@ def load_pair_graph(path: Path | str, installed: Iterable[str] | None = None) ->
     if installed is not None:
         validate_pair_graph(graph, installed)
     else:
-        problems = backend_problems(graph, EDGE_BACKENDS)
+        problems = backend_problems(graph, BUILT_IN_BACKENDS)
         if problems:
             raise GraphError(f"{graph.source}: {problems[0]}")
     return graph
@@ -259,7 +274,7 @@ def validate_pair_graph(graph: PairGraph, installed: Iterable[str]) -> None:
     and the pairs against each other."""
     backends = getattr(installed, "backends", None)
     installed = sorted(installed)
-    problems: list[str] = backend_problems(graph, backends if backends else EDGE_BACKENDS)
+    problems: list[str] = backend_problems(graph, backends if backends else BUILT_IN_BACKENDS)
     seen_modalities: dict[str, int] = {}
     for index, name in enumerate(graph.modalities):
         if name not in installed:

@@ -6,16 +6,18 @@ from __future__ import annotations
 from medm2g.core.backends.syndiff.stage import run_syndiff_stage
 from medm2g.core.backends.syndiff.translation import SynDiffTranslator
 from medm2g.core.graph.engine import StageKind
-from medm2g.core.graph.pair_graph import EDGE_BACKENDS
+from medm2g.core.graph.pair_graph import BUILT_IN_BACKENDS
 from medm2g.registry import BackendSpec, hookimpl
 
 
 @hookimpl
 def medm2g_backends() -> list[BackendSpec]:
+    facts = BUILT_IN_BACKENDS["syndiff"]
     return [BackendSpec(
         name="syndiff",
-        description=EDGE_BACKENDS["syndiff"],
+        description=facts.description,
         stage_runners={StageKind.ADVERSARIAL_DIFFUSION.value: run_syndiff_stage},
         generator=SynDiffTranslator,
-        edge_stage_kind=StageKind.ADVERSARIAL_DIFFUSION.value,
+        edge_stage_kind=facts.edge_stage_kind,
+        edge_modalities=facts.edge_modalities,
     )]

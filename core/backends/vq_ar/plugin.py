@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from medm2g.core.backends.vq_ar.evaluation import evaluate_vq_ar
 from medm2g.core.backends.vq_ar.generator import VQArGenerator
-from medm2g.core.backends.vq_ar.stage import BACKEND, STAGE_KIND, run_vq_ar_stage
-from medm2g.core.graph.pair_graph import EDGE_BACKENDS
+from medm2g.core.backends.vq_ar.stage import BACKEND, run_vq_ar_stage
+from medm2g.core.graph.pair_graph import BUILT_IN_BACKENDS
 from medm2g.registry import BackendSpec, hookimpl
 
 
 @hookimpl
 def medm2g_backends() -> list[BackendSpec]:
+    facts = BUILT_IN_BACKENDS[BACKEND]
     return [BackendSpec(
         name=BACKEND,
-        description=EDGE_BACKENDS[BACKEND],
-        stage_runners={STAGE_KIND: run_vq_ar_stage},
+        description=facts.description,
+        stage_runners={facts.edge_stage_kind: run_vq_ar_stage},
         generator=VQArGenerator,
-        edge_stage_kind=STAGE_KIND,
-        edge_modalities="report-image",
+        edge_stage_kind=facts.edge_stage_kind,
+        edge_modalities=facts.edge_modalities,
         evaluator=evaluate_vq_ar,
     )]

@@ -35,7 +35,6 @@ from medm2g.core.training.run import Run
 from medm2g.registry import ModalityRegistry
 
 BACKEND = "vq-ar"
-STAGE_KIND = "vq_autoregressive"
 
 
 def edge_sides(registry: ModalityRegistry, a: str, b: str) -> tuple[str, str]:
