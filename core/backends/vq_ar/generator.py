@@ -62,7 +62,7 @@ class VQArGenerator:
     def describe(self, request: GenerationRequest) -> dict:
         source, target = self.check(request)
         settings = self.run.config.vq_ar
-        return {"generation": f"{source}->{target}", "prompt": "anatomy-pathology prompt",
+        return {"generation": f"{source}->{target}", "prompts": self.prompts(request),
                 "vocabulary": self.run.config.prompting.vocabulary,
                 "prompt_writer": self.run.config.prompting.generator, "top_k": settings.top_k, "temperature": settings.temperature}
 

@@ -93,6 +93,7 @@ def test_generation_is_reproducible_per_seed_and_the_default_backend_for_a_repor
     # the same tokens; decoding one image or two differs by float rounding only
     assert torch.allclose(alone.outputs["ct"], first[1].outputs["ct"], atol=1e-5)
     assert backend.prompts(request) == ["haemorrhage in the right frontal lobe"]
+    assert backend.describe(request)["prompts"] == ["haemorrhage in the right frontal lobe"]  # into generation.json
 
 
 def test_what_vq_ar_cannot_do_is_refused_before_sampling(opened):
