@@ -4,8 +4,8 @@ A word's vector comes from its token through one self-attention layer over the p
 "haemorrhage" in "haemorrhage in the left frontal lobe" knows its side; a patch's vector from its
 codebook entry plus a learned embedding of its position, so "left frontal lobe" can mean a place
 as well as a look. The word-patch similarity matrix is trained contrastively on paired data
-(FILIP-style): a prompt's score with an image is the mean over its content words of their best
-patch, and the symmetric InfoNCE of those scores over a batch (eq. 3 of MedM2G, per word instead of
+(FILIP-style): a prompt's score with an image is the mean over its stated content words (not those
+of a "no ..." clause) of their best patch, and the symmetric InfoNCE of those scores over a batch (eq. 3 of MedM2G, per word instead of
 per sample) pulls each prompt to its own image.
 
 Because a patch is a (code, position) pair, the similarities of a term with every pair are known
@@ -23,9 +23,10 @@ from medm2g.core.models.losses import LearnableTemperature
 
 
 class WordPatchAlignment(nn.Module):
-    def __init__(self, vocabulary_size: int, code_dim: int, grid: int, dim: int, content_ids: set[int]):
+    def __init__(self, vocabulary_size: int, code_dim: int, grid: int, dim: int, content_ids: set[int],
+                 negation_id: int = -1, separator_id: int = -1):
         super().__init__()
-        self.grid = grid
+        self.grid, self.negation_id, self.separator_id = grid, negation_id, separator_id
         self.words = nn.Embedding(vocabulary_size, dim)
         self.context = nn.TransformerEncoderLayer(dim, nhead=4, dim_feedforward=2 * dim, dropout=0.0,
                                                   batch_first=True, norm_first=True)
@@ -55,9 +56,17 @@ class WordPatchAlignment(nn.Module):
     def scores(self, words: torch.Tensor, mask: torch.Tensor, tokens: torch.Tensor,
                patches: torch.Tensor) -> torch.Tensor:
         """(B_text, B_image): each prompt's mean, over its content words, of their best patch in each image."""
-        weights = (mask & self.content[tokens]).float()
+        weights = (mask & self.content[tokens] & ~self.negated(tokens)).float()
         best = torch.einsum("ild,jpd->ijlp", words, patches).amax(-1)  # (B_text, B_image, L)
         return (best * weights[:, None]).sum(-1) / weights.sum(-1).clamp(min=1)[:, None]
+
+    def negated(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool: the words of a clause (between ``;``) holding ``no``: "no midline shift" is in
+        most prompts and shows nowhere, so its words would only add noise to a prompt's score."""
+        clause = torch.cumsum(tokens == self.separator_id, dim=1)
+        holds = torch.zeros(tokens.shape[0], tokens.shape[1] + 1, device=tokens.device).scatter_reduce(
+            1, clause, (tokens == self.negation_id).float(), reduce="amax")
+        return holds.gather(1, clause) > 0
 
     def loss(self, tokens: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Symmetric InfoNCE of the fine-grained scores of a batch of paired prompts and images."""

@@ -43,7 +43,7 @@ class VQAutoregressive(nn.Module):
         self.codebook = VisualCodebook(channels, size, config)
         grid = self.codebook.grid
         self.alignment = WordPatchAlignment(tokens.size, config.code_dim, grid, config.alignment_dim,
-                                            tokens.content_ids())
+                                            tokens.content_ids(), *tokens.ids("no ;"))
         self.transformer = TokenTransformer(tokens.size, grid, config.codebook_size,
                                             tokens.ids(config.instruction), config)
 

@@ -72,6 +72,14 @@ def test_prompt_tokens_cover_every_word_of_a_grammar_prompt_and_find_its_terms(h
     assert {"haemorrhage", "left", "occipital", "lobe", "oedema"} <= content and not {"in", "the", ";"} & content
 
 
+def test_the_alignment_scores_stated_words_only_not_those_of_a_no_clause(head):
+    tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
+    alignment = WordPatchAlignment(tokens.size, 4, 4, 16, tokens.content_ids(), *tokens.ids("no ;"))
+    text = "haemorrhage in the left occipital lobe; no oedema; mass"
+    negated = alignment.negated(torch.tensor([tokens.ids(text)]))[0].tolist()
+    assert [word for word, no in zip(words_of(text), negated) if no] == [";", "no", "oedema"]
+
+
 def test_the_alignment_ranks_a_planted_patch_first_for_its_word():
     """Images are random codes, except that an image whose prompt says "mass" has code 3 at
     position 10: trained contrastively, "mass" must peak at that patch in a new image, and its first
