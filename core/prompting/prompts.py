@@ -65,6 +65,8 @@ def make_prompt(report: str, vocabulary: Vocabulary, generator: PromptGenerator 
     outside the vocabulary is a :class:`DataError` naming those words."""
     normalised = normalise(report, vocabulary)
     text = grammar_prompt(normalised) if generator is None else str(generator(report, vocabulary)).strip()
+    if not re.search(r"[a-z]", text.lower()):
+        raise DataError(f"prompt by {name} refused: it wrote no words (the report was {report[:80]!r})")
     outside = outside_words(text, vocabulary)
     if outside:
         raise DataError(f"prompt by {name} refused: {', '.join(repr(w) for w in outside)} "
