@@ -61,7 +61,7 @@ def translation_baselines(run: TrainedRun, plan, evaluation, folder: Path, steps
                                    rows_wanted=("pix2pix", "unconditioned"))
         trained = [{"model": row.backend, "scores": row.scores, "seconds_per_image": None,
                     "training": f"the run's {row.backend} edge", "subjects": row.subjects,
-                    "fid_features": row.fid_features} for row in task if row.backend != "medm2g"]
+                    "fid_features": row.fid_features, "run_edge": True} for row in task if row.backend != "medm2g"]
         medm2g = {"model": "medm2g", "scores": ours.scores, "seconds_per_image": None, "training": "the run's plan",
                   "subjects": ours.subjects, "fid_features": ours.fid_features}
         found[f"{source}->{target}"] = [medm2g, *trained, *rows]

@@ -71,7 +71,7 @@ def _baselines_section(baselines: dict) -> list[str]:
         lines += [f"## {source} -> {target} beside its baselines", "",
                   "The same held-out subjects: medm2g as evaluated above"
                   + "".join(f", {row['model']} (the run's own {row['model']} edge)" for row in rows
-                            if row["training"].startswith("the run's ") and row["model"] != "medm2g")
+                            if row.get("run_edge"))
                   + ", a pix2pix-style L1 UNet trained on the "
                   f"same pairs for the {target} LDM's steps and batch, and the {target} LDM with no condition (what the "
                   "condition adds).", "", format_comparison(rows, source, target).rstrip(), ""]

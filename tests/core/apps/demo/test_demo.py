@@ -100,6 +100,7 @@ def test_the_report_shows_every_section_and_links_pictures_that_exist(demo):
                     "## Where the finding is lost", "## Samples of every task", "## Reproduce", "## Targets",
                     "## mri -> ct beside its baselines", "## vq-ar: anatomy-pathology prompts"):
         assert heading in report
+    assert "medm2g as evaluated above, syndiff (the run's own syndiff edge), a pix2pix-style" in report
     assert "not Inception FID" in report
     links = [line.split("](", 1)[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(links) >= 4 + len(TASKS)
