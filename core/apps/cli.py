@@ -529,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the main job end to end: phantom data, the whole plan, evaluation, samples of every task, report.md")
     demo.add_argument("--out", type=Path, required=True, help="the demo folder (a run folder; an existing one is resumed)")
     demo.add_argument("--quick", action="store_true",
-                      help="tiny models and few steps: every output in about two minutes, samples not meaningful")
+                      help="tiny models and few steps: every output in about three and a half minutes, samples not meaningful")
     demo.add_argument("--graph", default="three-systems.yaml",
                       help="pair graph (default: the paper's with SynDiff MRI <-> CT and vq-ar report -> CT beside it, "
                            "shipped with medm2g; medm2g.yaml is the paper's alone)")
