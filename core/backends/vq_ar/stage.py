@@ -60,10 +60,14 @@ def image_size(registry: ModalityRegistry, image: str) -> tuple[int, int]:
     return spec.channels, size[0]
 
 
-def build_vq_ar(registry: ModalityRegistry, a: str, b: str, config: RunConfig) -> VQAutoregressive:
+def build_vq_ar(registry: ModalityRegistry, a: str, b: str, config: RunConfig,
+                prompts: RunPrompts | None = None) -> VQAutoregressive:
+    """An untrained model for edge a-b; its prompt tokens cover ``prompts``' vocabulary (the run's, made here
+    when not given)."""
     text, image = edge_sides(registry, a, b)
     channels, size = image_size(registry, image)
-    tokens = PromptTokens.for_vocabulary(edge_prompts(registry, config).vocabulary, config.vq_ar.instruction)
+    vocabulary = (prompts or edge_prompts(registry, config)).vocabulary
+    tokens = PromptTokens.for_vocabulary(vocabulary, config.vq_ar.instruction)
     with seeded_init(config.seed + 17, f"vq-ar {text}-{image}"):
         return VQAutoregressive(text, image, channels, size, tokens, config.vq_ar)
 
@@ -74,8 +78,8 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
     a, b = stage.modalities
     if not engine.is_main:
         return complete_stage(layout, stage, {}, engine)
-    model = build_vq_ar(registry, a, b, config)
     prompts = edge_prompts(registry, config)
+    model = build_vq_ar(registry, a, b, config, prompts)
     data = paired_records(run.plan.graph, stage.datasets, (model.text, model.image), registry, split="train")
     reports = [record[model.text] for record in data]
     images = torch.stack([record[model.image].float() for record in data])
