@@ -136,11 +136,7 @@ class TrainedRun:
 
     def translation_backend(self, source: str, target: str) -> str | None:
         """The backend of the first completed translation edge that does ``source`` -> ``target``."""
-        for stage, edge in self.plan.translation_stages():
-            if self.completed(stage) and {source, target} == {edge.a, edge.b} \
-                    and (source, target) in self.translatable(edge.backend):
-                return edge.backend
-        return None
+        return next((backend for s, t, backend in self.translation_tasks() if (s, t) == (source, target)), None)
 
     def generatable(self) -> list[str]:
         """Modalities whose VAE and LDM stages completed: the possible outputs."""
