@@ -346,6 +346,7 @@ def _command_serve(args: argparse.Namespace) -> int:
 
 def _command_ablate(args: argparse.Namespace) -> int:
     from medm2g.core.apps.ablation.runner import run_ablation
+    from medm2g.core.apps.ablation.variants import encoder_variants
     from medm2g.core.config.run_config import load_run_config, with_overrides
     from medm2g.registry import load_modalities
 
@@ -354,7 +355,8 @@ def _command_ablate(args: argparse.Namespace) -> int:
     if translation is not None and len(translation) != 2:
         raise ConfigError(f"--translation {args.translation!r}: expected SOURCE->TARGET, e.g. mri->ct")
     record = run_ablation(resolve_graph_path(args.graph), load_modalities(), config, args.out, subjects=args.subjects,
-                          steps=args.steps, translation=translation, command=shlex.join(["medm2g", *args.argv]))
+                          steps=args.steps, translation=translation, command=shlex.join(["medm2g", *args.argv]),
+                          variants=encoder_variants(args.encoders))
     print((args.out / "ablation.md").read_text(encoding="utf-8"))
     print(f"written: {args.out / 'ablation.json'}, ablation.md, ablation.png "
           f"({record['settings']['seconds_total'] / 60:.1f} min)")
@@ -568,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--steps", type=int, help="sampling steps (default: the config's)")
     ablate.add_argument("--translation", default="mri->ct",
                         help="image translation to compare with baselines, SOURCE->TARGET (default mri->ct; '' for none)")
+    ablate.add_argument("--encoders", help="only these encoder variants, comma-separated (ca1-vi1, ca1-vi0, ca0-vi1, "
+                        "ca0-vi0, ca1-vi1-prompts; default all), e.g. ca1-vi1,ca1-vi1-prompts for what prompting adds")
     ablate.add_argument("--seed", type=int, help="random seed (default 0)")
     ablate.add_argument("--device", help="auto (default), cpu, cuda, ...")
     ablate.set_defaults(run=_command_ablate)

@@ -2,7 +2,7 @@
 
 Layout of the output folder::
 
-    OUT/ca1-vi1/, ca1-vi0/, ca0-vi1/, ca0-vi0/   one run folder per encoder variant
+    OUT/ca1-vi1/, ca1-vi0/, ..., ca1-vi1-prompts/ one run folder per encoder variant (--encoders: some)
         eval-without-lcag/                       its scores before the rounds (the LCAG- row)
         eval/                                    its scores after them (the LCAG+ row)
     OUT/baselines/                               the regression baseline's weights
@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from medm2g.core.apps.ablation.table import write_ablation
-from medm2g.core.apps.ablation.variants import ENCODER_VARIANTS, AblationRow
+from medm2g.core.apps.ablation.variants import ENCODER_VARIANTS, AblationRow, EncoderVariant
 from medm2g.core.apps.baselines.comparison import compare_translation
 from medm2g.core.config.run_config import RunConfig, run_config_to_dict
 from medm2g.core.evaluation.run_eval import evaluate_run
@@ -72,16 +72,18 @@ def _stage_seconds(layout: RunLayout, plan: TrainingPlan, kinds: set[StageKind])
 
 
 def run_ablation(graph_path: Path, registry: ModalityRegistry, base: RunConfig, out: Path, *, subjects: int,
-                 steps: int | None, translation: tuple[str, str] | None, command: str) -> dict:
-    """Train and score every row; returns the record written to ``out/ablation.json``."""
+                 steps: int | None, translation: tuple[str, str] | None, command: str,
+                 variants: tuple[EncoderVariant, ...] = ENCODER_VARIANTS) -> dict:
+    """Train and score the rows of ``variants`` (all of them by default); returns the record written to
+    ``out/ablation.json``. The first variant's run makes the cohort, the VAEs and the FID yardstick."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     rows, comparison = [], []
     first: RunLayout | None = None
-    for number, variant in enumerate(ENCODER_VARIANTS, start=1):
+    for number, variant in enumerate(variants, start=1):
         config = variant.config(base)
         layout = RunLayout(out / variant.name)
-        logger.info("[%d/%d] encoders %s", number, len(ENCODER_VARIANTS), variant.name)
+        logger.info("[%d/%d] encoders %s", number, len(variants), variant.name)
         prepared = open_run(graph_path, layout.root, config, registry=registry)
         plan = prepared.plan
         if first is None:
@@ -110,7 +112,7 @@ def run_ablation(graph_path: Path, registry: ModalityRegistry, base: RunConfig, 
                 "retrieval": evaluation.retrieval,
                 "generation": evaluation.generation,
             })
-            if translation and variant is ENCODER_VARIANTS[0]:
+            if translation and variant is variants[0]:
                 source, target = translation
                 for entry in compare_translation(run, plan, evaluation.manifest, source, target, out / "baselines",
                                                  subjects, steps, config.seed, cross_guided=cross_guided):

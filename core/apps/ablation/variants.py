@@ -22,6 +22,7 @@ from __future__ import annotations
 import attrs
 
 from medm2g.core.config.run_config import RunConfig, with_overrides
+from medm2g.core.errors import ConfigError
 
 
 @attrs.frozen
@@ -71,3 +72,17 @@ ENCODER_VARIANTS = (EncoderVariant(True, True), EncoderVariant(True, False), Enc
 prompts: the report VAE encodes reports, whatever the report encoder reads)."""
 ROWS = tuple(AblationRow(v.central_alignment, lcag, v.visual_invariant, v.prompts)
              for v in ENCODER_VARIANTS for lcag in (False, True))
+
+
+def encoder_variants(names: str | None) -> tuple[EncoderVariant, ...]:
+    """The variants named in a comma-separated list (all of them for None), in the ablation's order, so
+    the first one that runs is still the one whose cohort and VAEs the others reuse."""
+    if not names:
+        return ENCODER_VARIANTS
+    known = {v.name: v for v in ENCODER_VARIANTS}
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        raise ConfigError(f"--encoders {names!r}: unknown variant(s) {', '.join(unknown) or '(none named)'}; "
+                          f"expected a comma-separated list of {', '.join(known)}")
+    return tuple(v for v in ENCODER_VARIANTS if v.name in wanted)

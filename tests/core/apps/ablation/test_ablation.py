@@ -7,9 +7,10 @@ import torch
 
 from medm2g.core.apps.ablation.runner import BEFORE_ROUNDS, parameter_count, reuse_vaes
 from medm2g.core.apps.ablation.table import format_ablation
-from medm2g.core.apps.ablation.variants import ENCODER_VARIANTS, ROWS, AblationRow
+from medm2g.core.apps.ablation.variants import ENCODER_VARIANTS, ROWS, AblationRow, encoder_variants
 from medm2g.core.apps.baselines.regression import train_regression
 from medm2g.core.config.run_config import RunConfig, structure_run_config
+from medm2g.core.errors import ConfigError
 from medm2g.core.evaluation.generation_eval import TaskScore
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.graph.engine import StageKind
@@ -35,6 +36,16 @@ def test_there_are_ten_rows_and_each_encoder_variant_changes_only_its_losses_or_
     assert vi_only.alignment.steps == base.alignment.steps
     assert nothing.alignment.steps == 1  # nothing to optimise: the encoders keep their initialisation
     assert AblationRow(True, False, True).label == "CA+ LCAG- VI+"
+
+
+def test_encoders_names_a_subset_in_the_ablations_order_and_refuses_unknown_names():
+    assert encoder_variants(None) == ENCODER_VARIANTS
+    chosen = encoder_variants("ca1-vi1-prompts, ca1-vi1")
+    assert [v.name for v in chosen] == ["ca1-vi1", "ca1-vi1-prompts"]  # the full method first: its VAEs are shared
+    with pytest.raises(ConfigError, match=r"unknown variant\(s\) ca2-vi1; expected .*ca0-vi0, ca1-vi1-prompts"):
+        encoder_variants("ca1-vi1,ca2-vi1")
+    with pytest.raises(ConfigError, match="none named"):
+        encoder_variants(" , ")
 
 
 def test_a_run_stopped_before_the_rounds_generates_from_its_ldms_and_shares_its_vaes(blob_cohort, installed, tmp_path,
