@@ -114,7 +114,14 @@ def read_condition(argument: str, registry: ModalityRegistry, slice_index: int |
         return Condition(modality, report, f"{modality} \"{_short(report)}\"")
     if spec.kind is ModalityKind.TEXT:
         _check_report_size(path, modality)
-    sample = registry[modality].read(path)
+    return condition_of_file(modality, path, registry[modality].read(path), registry, slice_index)
+
+
+def condition_of_file(modality: str, path: Path, sample, registry: ModalityRegistry,
+                      slice_index: int | None = None) -> Condition:
+    """The condition of a file ``registry[modality]`` has already read into ``sample`` (so a caller that
+    needs the whole volume too reads it once); a volume gives its ``slice_index`` (default: the middle)."""
+    spec, value = registry[modality].spec, str(path)
     described = f"{modality} {content_digest(path)}"  # never the path: file names carry identifiers
     if isinstance(sample, str):
         return Condition(modality, bounded_report(sample, str(path)), described, path=value)

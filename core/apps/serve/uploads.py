@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 
 from medm2g.core.errors import DataError
-from medm2g.core.generation.conditions import Condition, read_condition
+from medm2g.core.generation.conditions import Condition, condition_of_file, read_condition
 from medm2g.core.io.imaging import DISPLAY_SUFFIXES
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.image_findings import subject_finding
@@ -147,8 +147,12 @@ def read_upload(path: Path | str, registry: ModalityRegistry, candidates: Sequen
         raise DataError(f"{name}: no such file")
     modality, recognised = recognise(path, name, registry, candidates, chosen)
     try:
-        volume = registry[modality].read(path) if registry[modality].spec.kind is ModalityKind.VOLUME else None
-        condition = read_condition(f"{modality}={path}", registry, slice_index)
+        if registry[modality].spec.kind.is_imaging:  # read once: the condition's slice and the volume's depth
+            sample = registry[modality].read(path)
+            condition = condition_of_file(modality, path, sample, registry, slice_index)
+        else:  # a report file: its size is checked before it is read
+            sample, condition = None, read_condition(f"{modality}={path}", registry)
+        volume = sample if registry[modality].spec.kind is ModalityKind.VOLUME else None
     except DataError as error:
         raise _as_named(error, path, name) from None
     slices = 1 if volume is None else int(volume.shape[0])
