@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from medm2g.core.structuring import group_norm_widths, non_negative, positive
+from medm2g.core.structuring import fraction, group_norm_widths, non_negative, positive
 
 
 @attrs.frozen
@@ -20,6 +20,11 @@ class VQArConfig:
     after the first (``widths`` (32, 64, 64): a quarter of the image's side per token).
     ``discriminator_start``: the step of the codebook's training at which the patch discriminator's
     hinge loss joins the reconstruction (a VQ-GAN's warm-up), weighted ``adversarial_weight``.
+    ``alignment_saliency``: weight of the saliency prior (how far a patch departs from its mirror
+    place and from the cohort's typical entry) added to each word-patch similarity before a word's
+    best patch is taken; ``typical_mirror_share``: the share of the alignment's training images
+    whose asymmetry is taken against the typical entries instead of their own mirror, the view key
+    patches are chosen in (see :mod:`medm2g.core.backends.vq_ar.alignment`).
     ``key_patches``: codebook entries chosen per prompt term by the word-patch similarities.
     ``top_k`` and ``temperature`` shape the transformer's sampling of each token."""
 
@@ -35,6 +40,8 @@ class VQArConfig:
     alignment_dim: int = attrs.field(default=64, validator=positive)
     alignment_steps: int = attrs.field(default=800, validator=positive)
     alignment_learning_rate: float = attrs.field(default=1e-3, validator=positive)
+    alignment_saliency: float = attrs.field(default=0.05, validator=non_negative)
+    typical_mirror_share: float = attrs.field(default=0.5, validator=fraction)
     key_patches: int = attrs.field(default=2, validator=positive)
     transformer_width: int = attrs.field(default=128, validator=positive)
     transformer_layers: int = attrs.field(default=4, validator=positive)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from medm2g.core.data.manifest import Manifest
+from medm2g.core.data.midline import mirrored_about_midline
 from medm2g.core.data.paired_dataset import PairedDataset, key_slice
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.overview import load_mask
@@ -60,24 +61,6 @@ def _gaussian(image: torch.Tensor, sigma: float) -> torch.Tensor:
     image = F.conv2d(F.pad(image, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
     image = F.conv2d(F.pad(image, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
     return image[0, 0]
-
-
-MIDLINE_SEARCH_PX = 8
-"""How far (in mirror shifts, half a pixel each) the head's midline may sit from the image's centre."""
-
-
-def mirrored_about_midline(plane: torch.Tensor) -> torch.Tensor:
-    """``plane`` mirrored about the vertical line that matches it best with its mirror image: the
-    head's own midline, so a head shifted sideways is still symmetric to the reader."""
-    flipped = plane.flip(-1)
-    best, best_error = flipped, float("inf")
-    for shift in range(-MIDLINE_SEARCH_PX, MIDLINE_SEARCH_PX + 1):
-        candidate = torch.roll(flipped, shift, dims=-1)
-        margin = slice(MIDLINE_SEARCH_PX, plane.shape[-1] - MIDLINE_SEARCH_PX)  # wrapped columns not compared
-        error = float((plane[:, margin] - candidate[:, margin]).abs().mean())
-        if error < best_error:
-            best, best_error = candidate, error
-    return best
 
 
 def asymmetry(image: torch.Tensor, tissue_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:

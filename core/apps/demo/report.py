@@ -95,7 +95,8 @@ def _vq_ar_section(measured: dict | None, pictures: dict, path: Path) -> list[st
         lines += [f"- {task}: codebook L1 {codebook['l1']:.3f} (PSNR {codebook['psnr']:.1f} dB), "
                   f"{codebook['codes_used']:.0%} of the codes used (perplexity {codebook['perplexity']:.0f}); "
                   f"lesion term's top patch in the lesion: on the image {format_proportion(hits, 'hit_on_image')}, "
-                  f"as the first key patch {format_proportion(hits, 'hit_as_key')}, chance {hits['chance']:.2f} "
+                  f"as the first key patch {format_proportion(hits, 'hit_as_key')}, chance {hits['chance']:.2f}; "
+                  f"on the lesion's mirror place instead {format_proportion(hits, 'mirror_hit_on_image')} "
                   f"(n {hits['hit_on_image_n']})"]
     lines.append("")
     for name, picture in pictures.items():

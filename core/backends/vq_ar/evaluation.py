@@ -7,7 +7,9 @@ the alignment, on held-out subjects.
   ranks first for the report's lesion term inside that subject's lesion mask? Twice: on the
   subject's own image (the heat map's peak), and as the prompt's first key patch, chosen with no
   image at all (what the transformer is given). Chance is the share of the lesion-bearing area's
-  patches that overlap the mask (a patch drawn at random there hits that often).
+  patches that overlap the mask (a patch drawn at random there hits that often). Beside it, how
+  often the peak lands on the lesion's mirror place instead: as asymmetric as the lesion, the
+  alignment's likeliest wrong answer.
 * **Heat maps**: each prompt term's similarities over a few held-out images, the lesion outlined
   (``vq-ar-heat-maps.png``), which shows whether "left occipital lobe" lands on the left occipital lobe.
 """
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from medm2g.core.backends.vq_ar.alignment import heat_map, key_patches
-from medm2g.core.backends.vq_ar.model import VQAutoregressive
+from medm2g.core.backends.vq_ar.model import PromptCondition, VQAutoregressive
 from medm2g.core.backends.vq_ar.stage import BACKEND, edge_prompts, load_trained_vq_ar
 from medm2g.core.backends.vq_ar.training import reconstruction_error
 from medm2g.core.data.manifest import Manifest, read_manifest
@@ -59,68 +61,84 @@ def held_out_cases(manifest: Manifest, text: str, image: str, registry, limit: i
     return cases
 
 
+@attrs.frozen
+class CaseReading:
+    """What the alignment makes of one held-out case, computed once for the hit rates and the picture:
+    the report's prompt condition, its word vectors, and the image's and its mirror's codebook vectors."""
+
+    case: HeldOutCase
+    condition: PromptCondition
+    words: torch.Tensor  # (L, dim)
+    codes: torch.Tensor  # (code_dim, grid, grid)
+    mirrored: torch.Tensor  # (code_dim, grid, grid)
+
+    def heat_map(self, model: VQAutoregressive, term: str) -> torch.Tensor:
+        vector = model.alignment.term_vector(self.words, self.condition.terms[term])
+        return heat_map(model.alignment, vector, self.codes, self.mirrored)
+
+
 @torch.no_grad()
-def lesion_term_hits(model: VQAutoregressive, prompts: RunPrompts, cases: Sequence[HeldOutCase],
-                     search: torch.Tensor | None) -> dict:
-    """Hit rates of the lesion term's top patch (on the image, and as the first key patch) with chance."""
+def read_cases(model: VQAutoregressive, prompts: RunPrompts, cases: Sequence[HeldOutCase]) -> list[CaseReading]:
+    device = model.alignment.positions.device
+    codes, mirrored = model.patch_codes(torch.stack([case.image for case in cases]))
+    readings = []
+    for index, case in enumerate(cases):
+        condition = model.prompt_condition(case.report, prompts)
+        tokens = torch.tensor([condition.ids or [0]], device=device)
+        words = model.alignment.word_vectors(tokens, torch.ones_like(tokens, dtype=torch.bool))[0]
+        readings.append(CaseReading(case, condition, words, model.codebook.embed(codes[index:index + 1])[0],
+                                    model.codebook.embed(mirrored[index:index + 1])[0]))
+    return readings
+
+
+@torch.no_grad()
+def lesion_term_hits(model: VQAutoregressive, readings: Sequence[CaseReading], search: torch.Tensor | None) -> dict:
+    """Hit rates of the lesion term's top patch (on the image, and as the first key patch) with chance;
+    ``mirror_hit_on_image``: how often the top patch lands on the lesion's mirror place instead."""
     grid = model.codebook.grid
-    on_image, as_key, chances = 0, 0, []
-    judged = 0
-    for case in cases:
+    on_image, on_mirror, as_key, chances = 0, 0, 0, []
+    for reading in readings:
+        case, condition = reading.case, reading.condition
         if case.mask is None or not case.mask.any():
             continue
-        condition = model.prompt_condition(case.report, prompts)
         pathologies = [t.canonical for t in condition.prompt.report.pathologies(negated=False)]
         term = next((t for t in pathologies if t in condition.terms), None)
         if term is None:
             continue
-        tokens = torch.tensor([condition.ids], device=model.alignment.positions.device)
-        words = model.alignment.word_vectors(tokens, torch.ones_like(tokens, dtype=torch.bool))[0]
-        vector = model.alignment.term_vector(words, condition.terms[term])
-        codes = model.codebook.embed(model.codebook.encode(case.image[None].to(tokens.device)))[0]
-        similarities = heat_map(model.alignment, vector, codes)
-        lesion = cells(case.mask, grid)
-        area = cells(search, grid) if search is not None else torch.ones_like(lesion)
-        peak = int(similarities.flatten().argmax())
+        lesion, mirror = cells(case.mask, grid).flatten(), cells(case.mask.flip(-1), grid).flatten()
+        area = cells(search, grid) if search is not None else torch.ones(grid, grid, dtype=torch.bool)
+        peak = int(reading.heat_map(model, term).flatten().argmax())
+        vector = model.alignment.term_vector(reading.words, condition.terms[term])
         key_position, _ = key_patches(model.alignment, vector, model.codebook.codes, 1)[0]
-        on_image += bool(lesion.flatten()[peak])
-        as_key += bool(lesion.flatten()[key_position])
-        chances.append(float((lesion & area).sum()) / max(1.0, float(area.sum())))
-        judged += 1
+        on_image += bool(lesion[peak])
+        on_mirror += bool(mirror[peak] and not lesion[peak])
+        as_key += bool(lesion[key_position])
+        chances.append(float((lesion.view(grid, grid) & area).sum()) / max(1.0, float(area.sum())))
+    judged = len(chances)
     return {**Proportion(on_image, judged).as_scores("hit_on_image"), **Proportion(as_key, judged).as_scores("hit_as_key"),
+            **Proportion(on_mirror, judged).as_scores("mirror_hit_on_image"),
             "chance": sum(chances) / len(chances) if chances else float("nan"), "grid": grid}
 
 
-@torch.no_grad()
-def draw_heat_maps(model: VQAutoregressive, prompts: RunPrompts, cases: Sequence[HeldOutCase], path: Path,
-                   title: str) -> Path | None:
-    """Rows of held-out images (lesion outlined) with each prompt term's word-patch similarities over them."""
+def draw_heat_maps(model: VQAutoregressive, readings: Sequence[CaseReading], path: Path, title: str) -> Path | None:
+    """Rows of held-out images (lesion outlined) with each prompt term's word-patch matches over them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = []
-    for case in cases:
-        condition = model.prompt_condition(case.report, prompts)
-        if condition.terms:
-            rows.append((case, condition))
-        if len(rows) == HEAT_MAP_SUBJECTS:
-            break
+    rows = [reading for reading in readings if reading.condition.terms][:HEAT_MAP_SUBJECTS]
     if not rows:
         return None
-    columns = 1 + max(len(c.terms) for _, c in rows)
+    columns = 1 + max(len(r.condition.terms) for r in rows)
     figure, axes = plt.subplots(len(rows), columns, figsize=(2.3 * columns, 2.5 * len(rows)), squeeze=False)
-    device = model.alignment.positions.device
-    for row, (case, condition) in enumerate(rows):
+    for row, reading in enumerate(rows):
+        case, condition = reading.case, reading.condition
         picture = case.image.mean(0).numpy()
         axes[row][0].imshow(picture, cmap="gray", vmin=-1, vmax=1)
         axes[row][0].set_title(f"{case.subject}: {condition.prompt.text}"[:48], fontsize=6)
-        tokens = torch.tensor([condition.ids], device=device)
-        words = model.alignment.word_vectors(tokens, torch.ones_like(tokens, dtype=torch.bool))[0]
-        codes = model.codebook.embed(model.codebook.encode(case.image[None].to(device)))[0]
-        for column, (term, span) in enumerate(condition.terms.items(), start=1):
-            similarities = heat_map(model.alignment, model.alignment.term_vector(words, span), codes).cpu()
+        for column, term in enumerate(condition.terms, start=1):
+            similarities = reading.heat_map(model, term).cpu()
             upsampled = F.interpolate(similarities[None, None], size=picture.shape, mode="bilinear",
                                       align_corners=False)[0, 0].numpy()
             axis = axes[row][column]
@@ -160,11 +178,11 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
         manifests = [read_manifest(manifest_path(plan.graph, d), run.registry) for d in edge.dataset]
         reader = fit_reader(manifests, model.image, run.registry)
         label = f"{model.text}->{model.image}"
+        readings = read_cases(model, prompts, cases)
         results[label] = {"subjects": len(cases),
                           "codebook": reconstruction_error(model, torch.stack([c.image for c in cases]), run.device),
-                          "alignment": lesion_term_hits(model, prompts, cases,
-                                                        reader.search if reader is not None else None)}
-        pictures[label] = draw_heat_maps(model, prompts, cases, folder / f"vq-ar-heat-maps-{model.image}.png",
+                          "alignment": lesion_term_hits(model, readings, reader.search if reader is not None else None)}
+        pictures[label] = draw_heat_maps(model, readings, folder / f"vq-ar-heat-maps-{model.image}.png",
                                          f"word-patch similarities, {label} (held-out; lesion outlined, + the peak)")
     if not results:
         return {}
@@ -177,11 +195,12 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
 def vq_ar_markdown(results: dict) -> str:
     lines = ["vq-ar: codebook and word-patch alignment on held-out subjects", "",
              "| task | n | codebook L1 | PSNR | codes used | perplexity | lesion term's top patch in the lesion: "
-             "on the image [95% CI] | as the first key patch (no image) | chance |", "|---|---|---|---|---|---|---|---|---|"]
+             "on the image [95% CI] | as the first key patch (no image) | chance | on its mirror place instead |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, result in results.items():
         codebook, hits = result["codebook"], result["alignment"]
         lines.append(f"| {label} | {hits['hit_on_image_n']} | {codebook['l1']:.3f} | {codebook['psnr']:.2f} | "
                      f"{codebook['codes_used']:.2f} | {codebook['perplexity']:.1f} | "
                      f"{format_proportion(hits, 'hit_on_image')} | {format_proportion(hits, 'hit_as_key')} | "
-                     f"{hits['chance']:.2f} |")
+                     f"{hits['chance']:.2f} | {format_proportion(hits, 'mirror_hit_on_image')} |")
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from medm2g.core.backends.vq_ar.codebook import VisualCodebook
 from medm2g.core.backends.vq_ar.tokens import PromptTokens, prompt_terms, term_span, words_of
 from medm2g.core.backends.vq_ar.transformer import MAX_TERMS, PROMPT_LENGTH, TokenTransformer
 from medm2g.core.config.vq_ar import VQArConfig
+from medm2g.core.data.midline import mirror_images
 from medm2g.core.errors import CheckpointError
 from medm2g.core.io.checkpoints import load_module, read_metadata, save_module
 from medm2g.core.prompting.for_run import RunPrompts
@@ -43,7 +44,7 @@ class VQAutoregressive(nn.Module):
         self.codebook = VisualCodebook(channels, size, config)
         grid = self.codebook.grid
         self.alignment = WordPatchAlignment(tokens.size, config.code_dim, grid, config.alignment_dim,
-                                            tokens.content_ids(), *tokens.ids("no ;"))
+                                            tokens.content_ids(), *tokens.ids("no ;"), saliency=config.alignment_saliency)
         self.transformer = TokenTransformer(tokens.size, grid, config.codebook_size,
                                             tokens.ids(config.instruction), config)
 
@@ -62,6 +63,18 @@ class VQAutoregressive(nn.Module):
             keys += key_patches(self.alignment, self.alignment.term_vector(vectors, span), self.codebook.codes,
                                 self.config.key_patches)
         return PromptCondition(prompt, tuple(ids), spans, tuple(keys))
+
+    @torch.no_grad()
+    def patch_codes(self, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, grid, grid) codebook indices of (N, C, H, W) images and of the images mirrored about
+        their midlines, on the model's device: what the alignment compares each patch with."""
+        device = self.alignment.positions.device
+        codes, mirrored = [], []
+        for start in range(0, len(images), batch):
+            part = images[start:start + batch].float()
+            codes.append(self.codebook.encode(part.to(device)))
+            mirrored.append(self.codebook.encode(mirror_images(part).to(device)))
+        return torch.cat(codes), torch.cat(mirrored)
 
     def conditioning(self, conditions: list[PromptCondition], device) -> tuple[torch.Tensor, torch.Tensor]:
         rows = [self.transformer.condition(c.ids, c.keys) for c in conditions]

@@ -101,11 +101,12 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
 
     written = [prompts.prompt(report).text for report in reports]
     rows, masks = model.tokens.padded(written, PROMPT_LENGTH)
+    codes, mirrored = (part.cpu() for part in model.patch_codes(images))
     with torch.no_grad():
-        codes = torch.cat([model.codebook.encode(images[i:i + 64].to(device)).cpu() for i in range(0, len(images), 64)])
+        model.alignment.learn_typical(model.codebook.embed(mirrored.to(device)))
     optimizer = torch.optim.Adam(model.alignment.parameters(), lr=settings.alignment_learning_rate)
     alignment_log, more = train_phase("alignment", model.alignment, optimizer, settings.alignment_steps,
-                                      alignment_step(model, torch.tensor(rows), torch.tensor(masks), codes,
+                                      alignment_step(model, torch.tensor(rows), torch.tensor(masks), codes, mirrored,
                                                      optimizer, device), seed=seed,
                                       label=f"{title} (alignment)", **common)
     seconds += more

@@ -139,13 +139,18 @@ def codebook_step(model: VQAutoregressive, images: torch.Tensor, optimizer: torc
 
 
 def alignment_step(model: VQAutoregressive, tokens: torch.Tensor, masks: torch.Tensor, codes: torch.Tensor,
-                   optimizer: torch.optim.Optimizer, device: torch.device) -> StepFunction:
-    """One contrastive step of the word-patch alignment on a batch of (prompt, codebook grid) pairs."""
+                   mirrored: torch.Tensor, optimizer: torch.optim.Optimizer, device: torch.device) -> StepFunction:
+    """One contrastive step of the word-patch alignment on a batch of (prompt, codebook grid) pairs;
+    ``mirrored``: the grids of the images mirrored about their midlines. A ``typical_mirror_share``
+    of the batch, drawn by the step's generator, is compared with the typical entries instead."""
 
     def step(index: int, generator: torch.Generator) -> dict:
         chosen = _batch(len(tokens), model.config.batch_size, generator)
+        typical = torch.rand(len(chosen), generator=generator) < model.config.typical_mirror_share
         embedded = model.codebook.embed(codes[chosen].to(device)).detach()
-        loss = model.alignment.loss(tokens[chosen].to(device), masks[chosen].to(device), embedded)
+        opposite = model.codebook.embed(mirrored[chosen].to(device)).detach()
+        loss = model.alignment.loss(tokens[chosen].to(device), masks[chosen].to(device), embedded, opposite,
+                                    typical.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

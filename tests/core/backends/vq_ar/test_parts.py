@@ -80,37 +80,61 @@ def test_the_alignment_scores_stated_words_only_not_those_of_a_no_clause(head):
     assert [word for word, no in zip(words_of(text), negated) if no] == [";", "no", "oedema"]
 
 
-def test_the_alignment_ranks_a_planted_patch_first_for_its_word():
+def test_the_alignment_ranks_a_planted_patch_first_for_its_word_and_not_its_mirror_place():
     """Images are random codes, except that an image whose prompt says "mass" has code 3 at
-    position 10: trained contrastively, "mass" must peak at that patch in a new image, and its first
-    key patch (chosen with no image) must be code 3 (its position is not identifiable here: code 3 is
-    only ever seen at position 10, and background codes are seen there too)."""
+    position 10, and its mirror (code 3 at position 9, the place position 10 mirrors onto) is
+    background at 10 and code 3 at 9: trained contrastively, "mass" must peak at patch 10 of a new
+    image, not at its equally asymmetric mirror place 9, and its first key patch (chosen with no
+    image) must be code 3 (its position is not identifiable here: code 3 is only ever seen at
+    position 10, and background codes are seen there too)."""
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     codebook = torch.randn(8, 4, generator=generator)
     words = {"mass": 5, "normal": 6, "brain": 7}
     alignment = WordPatchAlignment(8, 4, 4, 32, {5, 6, 7})
+
+    def grids(count: int, has_mass: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        own = torch.randint(0, 3, (count, 16), generator=generator)  # codes 0-2: background
+        mirrored = own.clone()
+        mirrored[has_mass, 9] = 3
+        own[has_mass, 10] = 3
+        return (codebook[g].permute(0, 2, 1).reshape(count, 4, 4, 4) for g in (own, mirrored))
+
+    alignment.learn_typical(next(iter(grids(64, torch.zeros(64, dtype=torch.bool)))))
     optimizer = torch.optim.Adam(alignment.parameters(), lr=3e-3)
     for _ in range(150):
-        grids = torch.randint(0, 3, (16, 16), generator=generator)  # codes 0-2: background
         has_mass = torch.arange(16) % 2 == 0
-        grids[has_mass, 10] = 3
         tokens = torch.tensor([[words["mass"], words["brain"]] if m else [words["normal"], words["brain"]]
                                for m in has_mass])
-        codes = codebook[grids].permute(0, 2, 1).reshape(16, 4, 4, 4)
-        loss = alignment.loss(tokens, torch.ones_like(tokens, dtype=torch.bool), codes)
+        codes, mirrored = grids(16, has_mass)
+        loss = alignment.loss(tokens, torch.ones_like(tokens, dtype=torch.bool), codes, mirrored,
+                              typical_mirror=torch.rand(16, generator=generator) < 0.5)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    grid = torch.randint(0, 3, (16,), generator=generator)
-    grid[10] = 3
+    codes, mirrored = grids(1, torch.ones(1, dtype=torch.bool))
     with torch.no_grad():
         vectors = alignment.word_vectors(torch.tensor([[5, 7]]), torch.ones(1, 2, dtype=torch.bool))[0]
         mass = alignment.term_vector(vectors, (0, 1))
-        similarities = heat_map(alignment, mass, codebook[grid].T.reshape(4, 4, 4))
+        similarities = heat_map(alignment, mass, codes[0], mirrored[0])
         assert int(similarities.flatten().argmax()) == 10
         ((_, code),) = key_patches(alignment, mass, codebook, 1)
         assert code == 3
+
+
+def test_the_saliency_prior_marks_the_patch_unlike_both_its_mirror_and_the_typical_entry():
+    alignment = WordPatchAlignment(8, 2, 2, 8, {5})
+    typical = torch.zeros(1, 2, 2, 2)
+    alignment.learn_typical(typical)
+    codes = torch.zeros(1, 2, 2, 2)
+    codes[0, :, 0, 1] = torch.tensor([3.0, 4.0])  # a lesion at patch 1: far from its mirror and the typical entry
+    codes[0, :, 1, 0] = torch.tensor([0.6, 0.8])  # an outline at patch 2, the same in the mirror
+    mirrored = codes.clone()
+    mirrored[0, :, 0, 1] = 0
+    saliency = alignment.patch_saliency(codes, mirrored)[0]
+    assert int(saliency.argmax()) == 1
+    distances = torch.tensor([0.0, 5.0, 0.0, 0.0])  # the outline is typical-far but mirror-near: 0
+    assert torch.allclose(saliency, (distances - distances.mean()) / distances.std())
 
 
 def test_a_stopped_codebook_phase_resumes_from_its_checkpoint_to_the_same_weights(tmp_path, head):
