@@ -116,7 +116,7 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
     optimizer = torch.optim.Adam(model.transformer.parameters(), lr=settings.transformer_learning_rate)
     transformer_log, more = train_phase("transformer", model.transformer, optimizer, settings.transformer_steps,
                                         transformer_step(model, conditions, condition_masks, codes.flatten(1),
-                                                         optimizer, device), seed=seed,
+                                                         optimizer, device, engine.autocast), seed=seed,
                                         label=f"{title} (transformer)", **common)
     seconds += more
     experiment.close()

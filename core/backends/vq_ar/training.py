@@ -10,11 +10,12 @@ takes the steps an uninterrupted one would have taken.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -160,13 +161,17 @@ def alignment_step(model: VQAutoregressive, tokens: torch.Tensor, masks: torch.T
 
 
 def transformer_step(model: VQAutoregressive, conditions: torch.Tensor, masks: torch.Tensor, images: torch.Tensor,
-                     optimizer: torch.optim.Optimizer, device: torch.device) -> StepFunction:
-    """One next-token step of the transformer on a batch of (conditioning, image tokens) sequences."""
+                     optimizer: torch.optim.Optimizer, device: torch.device,
+                     autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> StepFunction:
+    """One next-token step of the transformer on a batch of (conditioning, image tokens) sequences;
+    its forward runs under ``autocast`` (the run's ``acceleration.mixed_precision``: bf16 made a step
+    a quarter faster on a CPU with AVX512-BF16). The codebook's GAN and the small alignment stay in fp32."""
 
     def step(index: int, generator: torch.Generator) -> dict:
         chosen = _batch(len(conditions), model.config.batch_size, generator)
-        loss = model.transformer.loss(conditions[chosen].to(device), masks[chosen].to(device),
-                                      images[chosen].to(device))
+        with autocast():
+            loss = model.transformer.loss(conditions[chosen].to(device), masks[chosen].to(device),
+                                          images[chosen].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.transformer.parameters(), 1.0)

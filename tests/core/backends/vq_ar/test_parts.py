@@ -9,7 +9,7 @@ from medm2g.core.backends.vq_ar.alignment import WordPatchAlignment, heat_map, k
 from medm2g.core.backends.vq_ar.codebook import VisualCodebook, codebook_usage
 from medm2g.core.backends.vq_ar.model import VQAutoregressive
 from medm2g.core.backends.vq_ar.tokens import PAD, UNKNOWN, PromptTokens, prompt_terms, term_span, words_of
-from medm2g.core.backends.vq_ar.training import codebook_step, train_phase
+from medm2g.core.backends.vq_ar.training import codebook_step, train_phase, transformer_step
 from medm2g.core.config.vq_ar import VQArConfig
 from medm2g.core.prompting.for_run import RunPrompts
 from medm2g.core.prompting.prompts import make_prompt
@@ -190,3 +190,23 @@ def test_transformer_sampling_is_reproducible_per_row_and_stays_in_the_codebook(
     assert torch.equal(draw([0, 1], [11, 12]), both)
     assert torch.equal(draw([1], [12])[0], both[1])  # a row alone, from its seed, is the same row
     assert not torch.equal(draw([0], [13])[0], both[0])
+
+
+def test_a_transformer_step_under_bf16_autocast_runs_the_forward_in_bf16_and_keeps_fp32_weights(head):
+    tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
+    torch.manual_seed(0)
+    model = VQAutoregressive("text", "ct", 1, 32, tokens, TINY)
+    ids, masks = model.conditioning([model.prompt_condition("Haemorrhage in the right frontal lobe.", RunPrompts(head))] * 4,
+                                    "cpu")
+    images = torch.randint(0, TINY.codebook_size, (4, 64))
+    seen = []
+    hook = model.transformer.model.register_forward_hook(lambda module, inputs, output: seen.append(output.logits.dtype))
+    optimizer = torch.optim.Adam(model.transformer.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.transformer.parameters()]
+    step = transformer_step(model, ids, masks, images, optimizer, torch.device("cpu"),
+                            lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    logs = step(0, torch.Generator().manual_seed(0))
+    hook.remove()
+    assert seen == [torch.bfloat16] and torch.isfinite(torch.tensor(logs["loss"]))
+    assert all(p.dtype == torch.float32 for p in model.transformer.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.transformer.parameters()))
