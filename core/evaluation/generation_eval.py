@@ -114,25 +114,15 @@ def training_manifests(plan: TrainingPlan, registry) -> list[Manifest]:
             for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
 
 
-_FITTED_READERS: dict[tuple, ImageFindingReader | None] = {}
-"""Readers fitted in this process, by what they were fitted on: an evaluation, its finding ladder and
-the demo's baselines read with the same readers without reading 200 training images again each."""
-
-
 def finding_readers(plan: TrainingPlan, registry, targets: Sequence[str]) -> dict[str, ImageFindingReader]:
     """A finding reader per imaging target, fitted on the graph's training manifests, where the data
-    are a phantom cohort (elsewhere there is no ground truth to read against, and no reader). A reader
-    is fitted once per process for the same manifests (path, size and modification time) and grid."""
+    are a phantom cohort (elsewhere there is no ground truth to read against, and no reader); each is
+    fitted once per process (:func:`fit_reader` keeps them)."""
     manifests = training_manifests(plan, registry)
-    files = tuple((str(m.path), m.path.stat().st_mtime_ns, m.path.stat().st_size) for m in manifests)
     readers = {}
     for target in targets:
-        if registry[target].spec.kind.is_imaging:
-            key = (files, target, repr(registry[target].spec))
-            if key not in _FITTED_READERS:
-                _FITTED_READERS[key] = fit_reader(manifests, target, registry)
-            if _FITTED_READERS[key] is not None:
-                readers[target] = _FITTED_READERS[key]
+        if registry[target].spec.kind.is_imaging and (reader := fit_reader(manifests, target, registry)) is not None:
+            readers[target] = reader
     return readers
 
 

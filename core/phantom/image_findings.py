@@ -145,10 +145,26 @@ def lesion_mask_of(manifest: Manifest, record, modality: str, shape: tuple[int, 
     return lesion_mask_at(_mask_path(path, modality), record, shape)
 
 
+_FITTED_READERS: dict[tuple, "ImageFindingReader | None"] = {}
+"""Readers fitted in this process, by what they were fitted on: an evaluation, its finding ladder, a
+backend's own evaluation and the demo's baselines read with the same readers without reading 200
+training images again each."""
+
+
 def fit_reader(manifests: Sequence[Manifest], modality: str, registry: ModalityRegistry,
                limit: int = 200) -> ImageFindingReader | None:
     """A reader fitted on up to ``limit`` training records of ``modality`` across ``manifests``,
-    or None when the data are not a phantom cohort (no finding or lesion mask beside the images)."""
+    or None when the data are not a phantom cohort (no finding or lesion mask beside the images).
+    Fitted once per process for the same manifests (path, size and modification time) and grid."""
+    files = tuple((str(m.path), m.path.stat().st_mtime_ns, m.path.stat().st_size) for m in manifests)
+    key = (files, modality, repr(registry[modality].spec), limit)
+    if key not in _FITTED_READERS:
+        _FITTED_READERS[key] = _fit_reader(manifests, modality, registry, limit)
+    return _FITTED_READERS[key]
+
+
+def _fit_reader(manifests: Sequence[Manifest], modality: str, registry: ModalityRegistry,
+                limit: int) -> ImageFindingReader | None:
     images, masks, findings = [], [], []
     for manifest in manifests:
         records = manifest.having(modality, split="train")
