@@ -10,7 +10,7 @@ the alignment, on held-out subjects.
   patches that overlap the mask (a patch drawn at random there hits that often). Beside it, how
   often the peak lands on the lesion's mirror place instead: as asymmetric as the lesion, the
   alignment's likeliest wrong answer.
-* **Heat maps**: each prompt term's similarities over a few held-out images, the lesion outlined
+* **Heat maps**: each prompt term's matches (similarity and saliency prior) over a few held-out images, the lesion outlined
   (``vq-ar-heat-maps.png``), which shows whether "left occipital lobe" lands on the left occipital lobe.
 """
 
@@ -183,7 +183,7 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
                           "codebook": reconstruction_error(model, torch.stack([c.image for c in cases]), run.device),
                           "alignment": lesion_term_hits(model, readings, reader.search if reader is not None else None)}
         pictures[label] = draw_heat_maps(model, readings, folder / f"vq-ar-heat-maps-{model.image}.png",
-                                         f"word-patch similarities, {label} (held-out; lesion outlined, + the peak)")
+                                         f"word-patch matches (similarity + saliency prior), {label} (held-out; lesion outlined, + the peak)")
     if not results:
         return {}
     written = {"vq_ar_json": write_json(folder / "vq-ar.json", results),
