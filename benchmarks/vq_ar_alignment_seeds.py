@@ -46,9 +46,9 @@ def main() -> None:
 
     run = TrainedRun.open(args.run, load_modalities(), device="cpu")
     settings = run.config.vq_ar
-    settings = attrs.evolve(settings, **{k: v for k, v in (("alignment_steps", args.steps),
-                                                           ("alignment_saliency", args.saliency),
-                                                           ("typical_mirror_share", args.typical_share)) if v is not None})
+    chosen = (("alignment_steps", args.steps), ("alignment_saliency", args.saliency),
+              ("typical_mirror_share", args.typical_share))
+    settings = attrs.evolve(settings, **{key: value for key, value in chosen if value is not None})
     config = attrs.evolve(run.config, vq_ar=settings)
     ((_, edge),) = [(s, e) for s, e in run.plan.translation_stages() if e.backend == BACKEND]
     trained = load_trained_vq_ar(run.registry, edge.a, edge.b, run.config, run.layout)

@@ -19,8 +19,8 @@ def midline_shifts(planes: torch.Tensor) -> torch.Tensor:
     flipped = planes.flip(-1)
     margin = slice(MIDLINE_SEARCH_PX, planes.shape[-1] - MIDLINE_SEARCH_PX)  # wrapped columns not compared
     shifts = torch.arange(-MIDLINE_SEARCH_PX, MIDLINE_SEARCH_PX + 1)
-    errors = torch.stack([(planes[..., margin] - torch.roll(flipped, int(s), dims=-1)[..., margin]).abs().flatten(1).mean(1)
-                          for s in shifts], dim=1)
+    errors = torch.stack([(planes[..., margin] - torch.roll(flipped, int(shift), dims=-1)[..., margin])
+                          .abs().flatten(1).mean(1) for shift in shifts], dim=1)
     return shifts[errors.argmin(1)]
 
 

@@ -10,7 +10,8 @@ the alignment, on held-out subjects.
   patches that overlap the mask (a patch drawn at random there hits that often). Beside it, how
   often the peak lands on the lesion's mirror place instead: as asymmetric as the lesion, the
   alignment's likeliest wrong answer.
-* **Heat maps**: each prompt term's matches (similarity and saliency prior) over a few held-out images, the lesion outlined
+* **Heat maps**: each prompt term's matches (similarity and saliency prior) over a few held-out
+  images, the lesion outlined
   (``vq-ar-heat-maps.png``), which shows whether "left occipital lobe" lands on the left occipital lobe.
 """
 
@@ -115,7 +116,8 @@ def lesion_term_hits(model: VQAutoregressive, readings: Sequence[CaseReading], s
         as_key += bool(lesion[key_position])
         chances.append(float((lesion.view(grid, grid) & area).sum()) / max(1.0, float(area.sum())))
     judged = len(chances)
-    return {**Proportion(on_image, judged).as_scores("hit_on_image"), **Proportion(as_key, judged).as_scores("hit_as_key"),
+    return {**Proportion(on_image, judged).as_scores("hit_on_image"),
+            **Proportion(as_key, judged).as_scores("hit_as_key"),
             **Proportion(on_mirror, judged).as_scores("mirror_hit_on_image"),
             "chance": sum(chances) / len(chances) if chances else float("nan"), "grid": grid}
 
@@ -183,7 +185,8 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
                           "codebook": reconstruction_error(model, torch.stack([c.image for c in cases]), run.device),
                           "alignment": lesion_term_hits(model, readings, reader.search if reader is not None else None)}
         pictures[label] = draw_heat_maps(model, readings, folder / f"vq-ar-heat-maps-{model.image}.png",
-                                         f"word-patch matches (similarity + saliency prior), {label} (held-out; lesion outlined, + the peak)")
+                                         f"word-patch matches (similarity + saliency prior), {label} "
+                                         f"(held-out; lesion outlined, + the peak)")
     if not results:
         return {}
     written = {"vq_ar_json": write_json(folder / "vq-ar.json", results),

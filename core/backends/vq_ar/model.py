@@ -44,7 +44,8 @@ class VQAutoregressive(nn.Module):
         self.codebook = VisualCodebook(channels, size, config)
         grid = self.codebook.grid
         self.alignment = WordPatchAlignment(tokens.size, config.code_dim, grid, config.alignment_dim,
-                                            tokens.content_ids(), *tokens.ids("no ;"), saliency=config.alignment_saliency)
+                                            tokens.content_ids(), *tokens.ids("no ;"),
+                                            saliency=config.alignment_saliency)
         self.transformer = TokenTransformer(tokens.size, grid, config.codebook_size,
                                             tokens.ids(config.instruction), config)
 

@@ -196,11 +196,11 @@ def test_a_transformer_step_under_bf16_autocast_runs_the_forward_in_bf16_and_kee
     tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
     torch.manual_seed(0)
     model = VQAutoregressive("text", "ct", 1, 32, tokens, TINY)
-    ids, masks = model.conditioning([model.prompt_condition("Haemorrhage in the right frontal lobe.", RunPrompts(head))] * 4,
-                                    "cpu")
+    condition = model.prompt_condition("Haemorrhage in the right frontal lobe.", RunPrompts(head))
+    ids, masks = model.conditioning([condition] * 4, "cpu")
     images = torch.randint(0, TINY.codebook_size, (4, 64))
     seen = []
-    hook = model.transformer.model.register_forward_hook(lambda module, inputs, output: seen.append(output.logits.dtype))
+    hook = model.transformer.model.register_forward_hook(lambda module, inputs, out: seen.append(out.logits.dtype))
     optimizer = torch.optim.Adam(model.transformer.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in model.transformer.parameters()]
     step = transformer_step(model, ids, masks, images, optimizer, torch.device("cpu"),
