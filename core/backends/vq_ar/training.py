@@ -165,7 +165,8 @@ def transformer_step(model: VQAutoregressive, conditions: torch.Tensor, masks: t
                      autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> StepFunction:
     """One next-token step of the transformer on a batch of (conditioning, image tokens) sequences;
     its forward runs under ``autocast`` (the run's ``acceleration.mixed_precision``: bf16 made a step
-    a quarter faster on a CPU with AVX512-BF16). The codebook's GAN and the small alignment stay in fp32."""
+    about a quarter faster on the project's CPU, ``benchmarks/README.md``). The codebook's GAN and the
+    small alignment stay in fp32."""
 
     def step(index: int, generator: torch.Generator) -> dict:
         chosen = _batch(len(conditions), model.config.batch_size, generator)
