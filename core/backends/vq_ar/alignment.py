@@ -131,10 +131,12 @@ def heat_map(alignment: WordPatchAlignment, term: torch.Tensor, codes: torch.Ten
     return (patches @ term + alignment.saliency * saliency).view(alignment.grid, alignment.grid)
 
 
-def key_patches(alignment: WordPatchAlignment, term: torch.Tensor, codebook: torch.Tensor,
-                count: int) -> list[tuple[int, int]]:
-    """The ``count`` (position, code) pairs most similar to a term's vector, best first."""
-    similarities = alignment.every_patch(codebook) @ term  # (K, P)
+def key_patches(alignment: WordPatchAlignment, term: torch.Tensor, codebook: torch.Tensor, count: int,
+                every: torch.Tensor | None = None) -> list[tuple[int, int]]:
+    """The ``count`` (position, code) pairs most similar to a term's vector, best first; ``every``:
+    ``alignment.every_patch(codebook)`` when the caller has it already (it costs a pass over every
+    code at every position, the same for every term of every prompt)."""
+    similarities = (alignment.every_patch(codebook) if every is None else every) @ term  # (K, P)
     best = similarities.flatten().topk(count).indices
     positions = similarities.shape[1]
     return [(int(i) % positions, int(i) // positions) for i in best]

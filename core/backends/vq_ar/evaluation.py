@@ -82,9 +82,9 @@ class CaseReading:
 def read_cases(model: VQAutoregressive, prompts: RunPrompts, cases: Sequence[HeldOutCase]) -> list[CaseReading]:
     device = model.alignment.positions.device
     codes, mirrored = model.patch_codes(torch.stack([case.image for case in cases]))
+    conditions = model.prompt_conditions([case.report for case in cases], prompts)
     readings = []
-    for index, case in enumerate(cases):
-        condition = model.prompt_condition(case.report, prompts)
+    for index, (case, condition) in enumerate(zip(cases, conditions)):
         tokens = torch.tensor([condition.ids or [0]], device=device)
         words = model.alignment.word_vectors(tokens, torch.ones_like(tokens, dtype=torch.bool))[0]
         readings.append(CaseReading(case, condition, words, model.codebook.embed(codes[index:index + 1])[0],
@@ -98,6 +98,7 @@ def lesion_term_hits(model: VQAutoregressive, readings: Sequence[CaseReading], s
     ``mirror_hit_on_image``: how often the top patch lands on the lesion's mirror place instead."""
     grid = model.codebook.grid
     on_image, on_mirror, as_key, chances = 0, 0, 0, []
+    every = model.alignment.every_patch(model.codebook.codes)
     for reading in readings:
         case, condition = reading.case, reading.condition
         if case.mask is None or not case.mask.any():
@@ -110,7 +111,7 @@ def lesion_term_hits(model: VQAutoregressive, readings: Sequence[CaseReading], s
         area = cells(search, grid) if search is not None else torch.ones(grid, grid, dtype=torch.bool)
         peak = int(reading.heat_map(model, term).flatten().argmax())
         vector = model.alignment.term_vector(reading.words, condition.terms[term])
-        key_position, _ = key_patches(model.alignment, vector, model.codebook.codes, 1)[0]
+        key_position, _ = key_patches(model.alignment, vector, model.codebook.codes, 1, every)[0]
         on_image += bool(lesion[peak])
         on_mirror += bool(mirror[peak] and not lesion[peak])
         as_key += bool(lesion[key_position])

@@ -69,15 +69,15 @@ class VQArGenerator:
     def prompts(self, request: GenerationRequest) -> list[str]:
         """Each condition's prompt, as the transformer reads it (for provenance and the page)."""
         source, target = self.check(request)
-        model, prompts = self.model(source, target), self.run_prompts
-        return [model.prompt_condition(str(c.sample), prompts).prompt.text for c in request.conditions]
+        self.model(source, target)  # the trained model must be there, as generation needs it
+        return [self.run_prompts.prompt(str(c.sample)).text for c in request.conditions]
 
     @torch.no_grad()
     def generate(self, request: GenerationRequest) -> list[GeneratedSample]:
         source, target = self.check(request)
         model, settings = self.model(source, target), self.run.config.vq_ar
         prompts = self.run_prompts
-        conditions = [model.prompt_condition(str(c.sample), prompts) for c in request.conditions]
+        conditions = model.prompt_conditions([str(c.sample) for c in request.conditions], prompts)
         rows = request.rows()
         samples = []
         for start in range(0, len(rows), request.batch_size):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import attrs
 import torch
@@ -50,8 +51,15 @@ class VQAutoregressive(nn.Module):
                                             tokens.ids(config.instruction), config)
 
     @torch.no_grad()
+    def prompt_conditions(self, reports: Sequence[str], prompts: RunPrompts) -> list[PromptCondition]:
+        """Each report's prompt (by the run's writer), and the key patches of its terms from the alignment."""
+        every = self.alignment.every_patch(self.codebook.codes)  # once for all the reports' terms
+        return [self._prompt_condition(report, prompts, every) for report in reports]
+
     def prompt_condition(self, report: str, prompts: RunPrompts) -> PromptCondition:
-        """The report's prompt (by the run's writer), and the key patches of its terms from the alignment."""
+        return self.prompt_conditions([report], prompts)[0]
+
+    def _prompt_condition(self, report: str, prompts: RunPrompts, every: torch.Tensor) -> PromptCondition:
         prompt = prompts.prompt(report)
         ids = self.tokens.ids(prompt.text)[:PROMPT_LENGTH]
         words = words_of(prompt.text)[:PROMPT_LENGTH]
@@ -62,7 +70,7 @@ class VQAutoregressive(nn.Module):
         keys = []
         for term, span in list(spans.items())[:MAX_TERMS]:
             keys += key_patches(self.alignment, self.alignment.term_vector(vectors, span), self.codebook.codes,
-                                self.config.key_patches)
+                                self.config.key_patches, every)
         return PromptCondition(prompt, tuple(ids), spans, tuple(keys))
 
     @torch.no_grad()

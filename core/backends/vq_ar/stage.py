@@ -111,7 +111,7 @@ def run_vq_ar_stage(run: Run, stage: Stage) -> dict:
                                       label=f"{title} (alignment)", **common)
     seconds += more
 
-    keyed = [model.prompt_condition(report, prompts) for report in reports]  # key patches of the trained alignment
+    keyed = model.prompt_conditions(reports, prompts)  # key patches of the trained alignment
     conditions, condition_masks = model.conditioning(keyed, "cpu")
     optimizer = torch.optim.Adam(model.transformer.parameters(), lr=settings.transformer_learning_rate)
     transformer_log, more = train_phase("transformer", model.transformer, optimizer, settings.transformer_steps,

@@ -175,9 +175,10 @@ def test_transformer_sampling_is_reproducible_per_row_and_stays_in_the_codebook(
     tokens = PromptTokens.for_vocabulary(head, TINY.instruction)
     torch.manual_seed(0)
     model = VQAutoregressive("text", "ct", 1, 32, tokens, TINY).eval()
-    conditions = [model.prompt_condition(r, RunPrompts(head)) for r in ("Haemorrhage in the right frontal lobe.",
-                                                            "Normal brain.")]
+    reports = ("Haemorrhage in the right frontal lobe.", "Normal brain.")
+    conditions = [model.prompt_condition(r, RunPrompts(head)) for r in reports]
     assert len(conditions[0].keys) == 2 * TINY.key_patches  # two terms, key_patches pairs each
+    assert model.prompt_conditions(reports, RunPrompts(head)) == conditions  # the batch form: the same keys
     ids, masks = model.conditioning(conditions, "cpu")
     assert ids.shape == masks.shape == (2, model.transformer.condition_length)
 
