@@ -29,7 +29,7 @@ from medm2g.core.backends.vq_ar.transformer import PROMPT_LENGTH
 from medm2g.core.data.manifest import read_manifest
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.phantom.image_findings import fit_reader
-from medm2g.core.training.data import manifest_path, paired_records
+from medm2g.core.training.data import manifest_path, paired_records, training_manifests
 from medm2g.registry import load_modalities
 
 
@@ -60,8 +60,7 @@ def main() -> None:
     codes, mirrored = trained.patch_codes(images)
     evaluation = read_manifest(manifest_path(graph, graph.evaluation), run.registry)
     cases = held_out_cases(evaluation, trained.text, trained.image, run.registry, args.subjects)
-    reader = fit_reader([read_manifest(manifest_path(graph, d), run.registry) for d in edge.dataset],
-                        trained.image, run.registry)
+    reader = fit_reader(training_manifests(graph, run.registry), trained.image, run.registry)
 
     results = []
     for seed in args.seeds:

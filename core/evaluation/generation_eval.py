@@ -32,7 +32,7 @@ from medm2g.core.metrics.proportion import format_proportion
 from medm2g.core.metrics.text import corpus_bleu, mean_rouge_l
 from medm2g.core.phantom.image_findings import ImageFindingReader, fit_reader, image_finding_agreement, subject_finding
 from medm2g.core.phantom.report_findings import contradiction_scores, finding_agreement
-from medm2g.core.training.data import manifest_path
+from medm2g.core.training.data import training_manifests
 
 IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "fid")
 TEXT_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")
@@ -106,19 +106,11 @@ def score_samples(generated: list, truth: list, reader: ImageFindingReader | Non
     return scores
 
 
-def training_manifests(plan: TrainingPlan, registry) -> list[Manifest]:
-    """Every manifest the plan's pairs train on, each once."""
-    from medm2g.core.data.manifest import read_manifest
-
-    return [read_manifest(manifest_path(plan.graph, d), registry)
-            for d in dict.fromkeys(d for edge in plan.graph.pairs for d in edge.dataset)]
-
-
 def finding_readers(plan: TrainingPlan, registry, targets: Sequence[str]) -> dict[str, ImageFindingReader]:
     """A finding reader per imaging target, fitted on the graph's training manifests, where the data
     are a phantom cohort (elsewhere there is no ground truth to read against, and no reader); each is
     fitted once per process (:func:`fit_reader` keeps them)."""
-    manifests = training_manifests(plan, registry)
+    manifests = training_manifests(plan.graph, registry)
     readers = {}
     for target in targets:
         if registry[target].spec.kind.is_imaging and (reader := fit_reader(manifests, target, registry)) is not None:

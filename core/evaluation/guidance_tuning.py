@@ -26,12 +26,12 @@ from medm2g.core.evaluation.generation_eval import (
     finding_readers,
     held_out_findings,
     score_samples,
-    training_manifests,
 )
 from medm2g.core.generation.backends import CrossGuidedGenerator, GenerationRequest
 from medm2g.core.generation.conditions import Condition
 from medm2g.core.generation.trained_run import TrainedRun
 from medm2g.core.io.checkpoints import write_json
+from medm2g.core.training.data import training_manifests
 
 logger = logging.getLogger("medm2g.eval")
 
@@ -71,7 +71,7 @@ def tune_guidance(run: TrainedRun, scales: Sequence[float] = DEFAULT_SCALES, sub
     if subjects < 2:
         raise ConfigError(f"tune-guidance: --subjects must be at least 2, got {subjects}")
     plan = run.plan
-    manifests = training_manifests(plan, run.registry)
+    manifests = training_manifests(plan.graph, run.registry)
     tasks = [(s, t) for s in run.conditionable() for t in run.generatable() if s != t]
     if only is not None:
         unknown = [f"{s}:{t}" for s, t in only if (s, t) not in tasks]

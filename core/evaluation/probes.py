@@ -29,7 +29,7 @@ import torch
 
 from medm2g.core.data.manifest import Manifest
 from medm2g.core.data.paired_dataset import PairedDataset
-from medm2g.core.evaluation.generation_eval import finding_readers, training_manifests
+from medm2g.core.evaluation.generation_eval import finding_readers
 from medm2g.core.evaluation.oracle import oracle_scores
 from medm2g.core.io.checkpoints import write_json
 from medm2g.core.metrics.image import psnr, ssim
@@ -37,6 +37,7 @@ from medm2g.core.metrics.proportion import Proportion, format_proportion
 from medm2g.core.metrics.retrieval import embed
 from medm2g.core.phantom.anatomy import Finding
 from medm2g.core.phantom.image_findings import ImageFindingReader, image_finding_agreement, subject_finding
+from medm2g.core.training.data import training_manifests
 
 PROBE_FIELDS = ("kind", "side", "region")
 """What a probe reads from an embedding: the finding's type (normal included), and for lesioned
@@ -132,7 +133,7 @@ def labelled_samples(manifests: Sequence[Manifest], modality: str, registry, spl
 def condition_probes(run, plan, manifest: Manifest, subjects: int,
                      limit: int = PROBE_TRAINING_LIMIT) -> dict[str, dict[str, dict[str, float]]]:
     """modality -> field -> probe scores, for every modality the run conditions on (rung 1)."""
-    training = training_manifests(plan, run.registry)
+    training = training_manifests(plan.graph, run.registry)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for modality in run.conditionable():
         train_samples, train_findings = labelled_samples(training, modality, run.registry, "train", limit)
@@ -221,7 +222,7 @@ def finding_ladder(run, plan, manifest: Manifest, subjects: int, generation: Seq
     ladder: dict = {"condition": condition_probes(run, plan, manifest, subjects), "vae": {}, "oracle": {},
                     "generation": {}}
     targets = [m for m in run.generatable() if run.registry[m].spec.kind.is_imaging and manifest.having(m)]
-    training = training_manifests(plan, run.registry)
+    training = training_manifests(plan.graph, run.registry)
     for modality, reader in finding_readers(plan, run.registry, targets).items():
         images, findings = labelled_samples([manifest], modality, run.registry, None, subjects)
         if not findings:

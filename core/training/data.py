@@ -7,7 +7,7 @@ from typing import Sequence
 
 from torch.utils.data import ConcatDataset, Dataset
 
-from medm2g.core.data.manifest import read_manifest, validate_manifest
+from medm2g.core.data.manifest import Manifest, read_manifest, validate_manifest
 from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.errors import DataError
 from medm2g.core.graph.pair_graph import PairGraph
@@ -39,3 +39,10 @@ def paired_records(graph: PairGraph, datasets: Sequence[str], modalities: Sequen
     if not parts:
         raise DataError(f"{', '.join(datasets)}: no {split or 'any'}-split record has {' and '.join(modalities)}")
     return MemoisedDataset(parts[0] if len(parts) == 1 else ConcatDataset(parts))
+
+
+def training_manifests(graph: PairGraph, registry: ModalityRegistry) -> list[Manifest]:
+    """Every manifest the graph's pairs train on, each once: what the finding readers are fitted on, so
+    every evaluation of a run (its generation rows, a backend's own) reads with the same reader."""
+    return [read_manifest(manifest_path(graph, d), registry)
+            for d in dict.fromkeys(d for edge in graph.pairs for d in edge.dataset)]

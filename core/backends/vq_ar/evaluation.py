@@ -28,13 +28,13 @@ from medm2g.core.backends.vq_ar.alignment import heat_map, key_patches
 from medm2g.core.backends.vq_ar.model import PromptCondition, VQAutoregressive
 from medm2g.core.backends.vq_ar.stage import BACKEND, edge_prompts, load_trained_vq_ar
 from medm2g.core.backends.vq_ar.training import reconstruction_error
-from medm2g.core.data.manifest import Manifest, read_manifest
+from medm2g.core.data.manifest import Manifest
 from medm2g.core.data.paired_dataset import PairedDataset
 from medm2g.core.io.checkpoints import write_json, write_text_atomically
 from medm2g.core.metrics.proportion import Proportion, format_proportion
 from medm2g.core.phantom.image_findings import fit_reader, lesion_mask_of
 from medm2g.core.prompting.for_run import RunPrompts
-from medm2g.core.training.data import manifest_path
+from medm2g.core.training.data import training_manifests
 
 HEAT_MAP_SUBJECTS = 4
 
@@ -178,8 +178,7 @@ def evaluate_vq_ar(run, plan, manifest: Manifest, subjects: int, folder: Path) -
         if model.text not in manifest.modalities or model.image not in manifest.modalities:
             continue
         cases = held_out_cases(manifest, model.text, model.image, run.registry, subjects)
-        manifests = [read_manifest(manifest_path(plan.graph, d), run.registry) for d in edge.dataset]
-        reader = fit_reader(manifests, model.image, run.registry)
+        reader = fit_reader(training_manifests(plan.graph, run.registry), model.image, run.registry)
         label = f"{model.text}->{model.image}"
         readings = read_cases(model, prompts, cases)
         results[label] = {"subjects": len(cases),
